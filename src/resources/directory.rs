@@ -1,0 +1,84 @@
+//! `directory`: a directory that exists with a mode and owner, or does not exist.
+
+use crate::error::Result;
+use crate::resource::{BuildCtx, Change, Observed, Params, Resource};
+use crate::resources::Meta;
+use crate::transport::{FileType, Probe, Transport};
+
+pub struct Directory {
+    path: String,
+    present: bool,
+    meta: Meta,
+}
+
+impl Directory {
+    pub fn build(p: &Params, _ctx: &BuildCtx) -> Result<Box<dyn Resource>> {
+        let d = Directory {
+            path: p.path("path")?,
+            present: p.choice("state", &["present", "absent"], "present")? == "present",
+            meta: Meta::from_params(p)?,
+        };
+        p.finish()?;
+        Ok(Box::new(d))
+    }
+}
+
+impl Resource for Directory {
+    fn target(&self) -> String {
+        self.path.clone()
+    }
+
+    fn paths(&self) -> Vec<&str> {
+        vec![&self.path]
+    }
+
+    fn creates_dir(&self) -> Option<&str> {
+        self.present.then_some(self.path.as_str())
+    }
+
+    fn probes(&self) -> Vec<Probe> {
+        let mut v = vec![Probe::Stat(self.path.clone())];
+        v.extend(self.meta.probes());
+        v
+    }
+
+    fn diff(&self, obs: &Observed) -> Result<Vec<Change>, String> {
+        let stat = obs.stat(0)?;
+        if !self.present {
+            return Ok(match stat {
+                None => Vec::new(),
+                Some(s) if s.kind == FileType::Dir => vec![Change::new("state", Some("present".into()), Some("absent".into()))],
+                Some(s) => return Err(format!("{} is {}, not a directory; leaving it alone", self.path, s.kind.describe())),
+            });
+        }
+        let (want, accounts) = self.meta.resolve(obs, 1)?;
+        match stat {
+            None => {
+                let mut v = vec![Change::new("state", Some("absent".into()), Some("directory".into()))];
+                v.extend(Meta::creation(&want, 0o755, &accounts));
+                Ok(v)
+            }
+            Some(s) if s.kind == FileType::Dir => Ok(Meta::changes(&want, s, &accounts)),
+            Some(s) => Err(format!("{} is {}, not a directory; not replacing it", self.path, s.kind.describe())),
+        }
+    }
+
+    fn apply(&self, obs: &Observed, t: &dyn Transport) -> Result<(), String> {
+        let stat = obs.stat(0)?;
+        let err = |e: std::io::Error| format!("{}: {e}", self.path);
+        if !self.present {
+            if stat.is_some() {
+                t.remove(&self.path).map_err(|e| match e.kind() {
+                    std::io::ErrorKind::DirectoryNotEmpty => format!("{} is not empty; SLICE removes only empty directories", self.path),
+                    _ => err(e),
+                })?;
+            }
+            return Ok(());
+        }
+        let (want, _) = self.meta.resolve(obs, 1)?;
+        match stat {
+            None => t.mkdir(&self.path, &want).map_err(err),
+            Some(s) => t.set_attrs(&self.path, &Meta::fixes(&want, s)).map_err(err),
+        }
+    }
+}

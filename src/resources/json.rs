@@ -1,0 +1,12 @@
+//! `json`: placeholder until written.
+
+use crate::error::{Error, Result};
+use crate::resource::{BuildCtx, Params, Resource};
+
+pub struct Json;
+
+impl Json {
+    pub fn build(p: &Params, _ctx: &BuildCtx) -> Result<Box<dyn Resource>> {
+        Err(Error::at(p.loc(), "not yet"))
+    }
+}

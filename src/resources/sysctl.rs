@@ -1,0 +1,12 @@
+//! `sysctl`: placeholder until written.
+
+use crate::error::{Error, Result};
+use crate::resource::{BuildCtx, Params, Resource};
+
+pub struct Sysctl;
+
+impl Sysctl {
+    pub fn build(p: &Params, _ctx: &BuildCtx) -> Result<Box<dyn Resource>> {
+        Err(Error::at(p.loc(), "not yet"))
+    }
+}
