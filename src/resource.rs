@@ -25,12 +25,30 @@ pub struct Kind {
 
 /// Every kind SLICE knows, in one place. A kind's YAML name appears nowhere else.
 pub const KINDS: &[Kind] = &[
-    Kind { name: "file", build: resources::file::File::build },
-    Kind { name: "directory", build: resources::directory::Directory::build },
-    Kind { name: "line", build: resources::line::Line::build },
-    Kind { name: "json", build: resources::json::Json::build },
-    Kind { name: "sysctl", build: resources::sysctl::Sysctl::build },
-    Kind { name: "command", build: resources::command::Command::build },
+    Kind {
+        name: "file",
+        build: resources::file::File::build,
+    },
+    Kind {
+        name: "directory",
+        build: resources::directory::Directory::build,
+    },
+    Kind {
+        name: "line",
+        build: resources::line::Line::build,
+    },
+    Kind {
+        name: "json",
+        build: resources::json::Json::build,
+    },
+    Kind {
+        name: "sysctl",
+        build: resources::sysctl::Sysctl::build,
+    },
+    Kind {
+        name: "command",
+        build: resources::command::Command::build,
+    },
 ];
 
 pub fn kind(name: &str) -> Option<&'static Kind> {
@@ -167,7 +185,10 @@ impl<'a> Params<'a> {
         if node.as_map().is_none() {
             return Err(Error::at(
                 &node.loc,
-                format!("`{kind}` takes a mapping of parameters, found {}", node.type_name()),
+                format!(
+                    "`{kind}` takes a mapping of parameters, found {}",
+                    node.type_name()
+                ),
             ));
         }
         Ok(Params {
@@ -188,7 +209,9 @@ impl<'a> Params<'a> {
     /// The node of a parameter, if given (a null counts as not given).
     pub fn node(&self, key: &'static str) -> Option<&'a Node> {
         self.asked.borrow_mut().push(key);
-        self.node.get(key).filter(|n| !matches!(n.value, Value::Null))
+        self.node
+            .get(key)
+            .filter(|n| !matches!(n.value, Value::Null))
     }
 
     pub fn error(&self, node: &Node, msg: impl Into<String>) -> Error {
@@ -198,7 +221,11 @@ impl<'a> Params<'a> {
     fn type_error(&self, key: &str, node: &Node, want: &str) -> Error {
         Error::at(
             &node.loc,
-            format!("`{key}` of `{}` must be {want}, found {}", self.kind, node.type_name()),
+            format!(
+                "`{key}` of `{}` must be {want}, found {}",
+                self.kind,
+                node.type_name()
+            ),
         )
     }
 
@@ -223,7 +250,9 @@ impl<'a> Params<'a> {
 
     /// An absolute path on the target.
     pub fn opt_path(&self, key: &'static str) -> Result<Option<String>> {
-        let Some(s) = self.opt_str(key)? else { return Ok(None) };
+        let Some(s) = self.opt_str(key)? else {
+            return Ok(None);
+        };
         if !Path::new(&s).is_absolute() {
             let n = self.node(key).unwrap_or(self.node);
             return Err(self.error(n, format!("`{key}` must be an absolute path, found `{s}`")));
@@ -247,7 +276,9 @@ impl<'a> Params<'a> {
 
     /// A permission mode in octal: `"0644"`, `0644`, `"644"`, or `"u=rw,g=r,o=r"` is not accepted.
     pub fn opt_mode(&self, key: &'static str) -> Result<Option<u32>> {
-        let Some(n) = self.node(key) else { return Ok(None) };
+        let Some(n) = self.node(key) else {
+            return Ok(None);
+        };
         let text = match &n.value {
             Value::Str(s) => s.clone(),
             Value::Int(_) => n.raw.clone().unwrap_or_default(),
@@ -256,29 +287,47 @@ impl<'a> Params<'a> {
         let digits = text.strip_prefix("0o").unwrap_or(&text);
         match u32::from_str_radix(digits, 8) {
             Ok(m) if m <= 0o7777 && !digits.is_empty() => Ok(Some(m)),
-            _ => Err(self.error(n, format!("`{key}` must be an octal mode such as \"0644\", found `{text}`"))),
+            _ => Err(self.error(
+                n,
+                format!("`{key}` must be an octal mode such as \"0644\", found `{text}`"),
+            )),
         }
     }
 
     /// One of a fixed set of words, with a default.
-    pub fn choice(&self, key: &'static str, choices: &[&'static str], default: &'static str) -> Result<&'static str> {
-        let Some(s) = self.opt_str(key)? else { return Ok(default) };
+    pub fn choice(
+        &self,
+        key: &'static str,
+        choices: &[&'static str],
+        default: &'static str,
+    ) -> Result<&'static str> {
+        let Some(s) = self.opt_str(key)? else {
+            return Ok(default);
+        };
         match choices.iter().find(|c| **c == s) {
             Some(c) => Ok(c),
             None => {
                 let n = self.node(key).unwrap_or(self.node);
-                Err(self.error(n, format!("`{key}` must be one of {}, found `{s}`", choices.join(", "))))
+                Err(self.error(
+                    n,
+                    format!("`{key}` must be one of {}, found `{s}`", choices.join(", ")),
+                ))
             }
         }
     }
 
     /// A list of scalars; a single scalar counts as a list of one.
     pub fn str_list(&self, key: &'static str) -> Result<Vec<String>> {
-        let Some(n) = self.node(key) else { return Ok(Vec::new()) };
+        let Some(n) = self.node(key) else {
+            return Ok(Vec::new());
+        };
         match &n.value {
             Value::Seq(items) => items
                 .iter()
-                .map(|i| i.scalar_text().ok_or_else(|| self.type_error(key, i, "a list of strings")))
+                .map(|i| {
+                    i.scalar_text()
+                        .ok_or_else(|| self.type_error(key, i, "a list of strings"))
+                })
                 .collect(),
             _ => n
                 .scalar_text()

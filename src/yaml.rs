@@ -210,7 +210,10 @@ impl Builder {
         }
     }
 
-    fn next<'a>(&self, parser: &mut Parser<'a, saphyr_parser::StrInput<'a>>) -> Result<(Event<'a>, Span)> {
+    fn next<'a>(
+        &self,
+        parser: &mut Parser<'a, saphyr_parser::StrInput<'a>>,
+    ) -> Result<(Event<'a>, Span)> {
         match parser.next_event() {
             Some(Ok(ev)) => Ok(ev),
             Some(Err(e)) => {
@@ -223,14 +226,20 @@ impl Builder {
                 };
                 Err(Error::at(&loc, format!("invalid YAML: {}", e.info())))
             }
-            None => Err(Error::new(format!("{}: unexpected end of YAML", self.src.name))),
+            None => Err(Error::new(format!(
+                "{}: unexpected end of YAML",
+                self.src.name
+            ))),
         }
     }
 
     fn count(&mut self, loc: &Loc) -> Result<()> {
         self.nodes += 1;
         if self.nodes > MAX_NODES {
-            return Err(Error::at(loc, "document too large (are aliases expanding without end?)"));
+            return Err(Error::at(
+                loc,
+                "document too large (are aliases expanding without end?)",
+            ));
         }
         Ok(())
     }
@@ -251,7 +260,10 @@ impl Builder {
             Event::Scalar(text, style, anchor, tag) => {
                 let forced_str = tag.as_ref().is_some_and(|t| t.suffix == "str");
                 let mut loc = loc;
-                if style != ScalarStyle::Plain && loc.width > 2 && span.start.line() == span.end.line() {
+                if style != ScalarStyle::Plain
+                    && loc.width > 2
+                    && span.start.line() == span.end.line()
+                {
                     // Point inside the quotes.
                     loc.col += 1;
                     loc.width -= 2;
@@ -287,7 +299,10 @@ impl Builder {
                     }
                     let key = self.node(parser, ev, sp, depth + 1)?;
                     let Some(key_text) = key.scalar_text() else {
-                        return Err(Error::at(&key.loc, "mapping keys must be plain values, not lists or mappings"));
+                        return Err(Error::at(
+                            &key.loc,
+                            "mapping keys must be plain values, not lists or mappings",
+                        ));
                     };
                     if let Some((first, _)) = entries
                         .iter()
@@ -368,7 +383,11 @@ fn resolve_plain(text: &str) -> Value {
         }
     }
     match digits {
-        ".inf" | ".Inf" | ".INF" => Value::Float(if text.starts_with('-') { f64::NEG_INFINITY } else { f64::INFINITY }),
+        ".inf" | ".Inf" | ".INF" => Value::Float(if text.starts_with('-') {
+            f64::NEG_INFINITY
+        } else {
+            f64::INFINITY
+        }),
         ".nan" | ".NaN" | ".NAN" if digits == text => Value::Float(f64::NAN),
         _ => Value::Str(text.to_string()),
     }
@@ -386,9 +405,14 @@ mod tests {
     fn every_node_knows_its_position() {
         let n = p("a: 1\nb:\n  - x\n  - 'y z'\n").unwrap();
         let b = n.get("b").unwrap();
-        let Value::Seq(items) = &b.value else { panic!() };
+        let Value::Seq(items) = &b.value else {
+            panic!()
+        };
         assert_eq!((items[0].loc.line, items[0].loc.col), (3, 5));
-        assert_eq!((items[1].loc.line, items[1].loc.col, items[1].loc.width), (4, 6, 3));
+        assert_eq!(
+            (items[1].loc.line, items[1].loc.col, items[1].loc.width),
+            (4, 6, 3)
+        );
     }
 
     #[test]
@@ -396,7 +420,10 @@ mod tests {
         let n = p("m: 0644\nb: yes\nt: true\nf: 1.5\nq: '12'\nnul:\n").unwrap();
         assert!(matches!(n.get("m").unwrap().value, Value::Int(644)));
         assert_eq!(n.get("m").unwrap().raw.as_deref(), Some("0644"));
-        assert!(matches!(n.get("b").unwrap().value, Value::Str(_)), "yes is a string in YAML 1.2");
+        assert!(
+            matches!(n.get("b").unwrap().value, Value::Str(_)),
+            "yes is a string in YAML 1.2"
+        );
         assert!(matches!(n.get("t").unwrap().value, Value::Bool(true)));
         assert!(matches!(n.get("f").unwrap().value, Value::Float(_)));
         assert!(matches!(n.get("q").unwrap().value, Value::Str(_)));

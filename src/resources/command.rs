@@ -61,9 +61,16 @@ impl Resource for Command {
     }
 
     fn apply(&self, _obs: &Observed, t: &dyn Transport) -> Result<(), String> {
-        let out = t.run(&self.run).map_err(|e| format!("cannot run `{}`: {e}", self.run))?;
+        let out = t
+            .run(&self.run)
+            .map_err(|e| format!("cannot run `{}`: {e}", self.run))?;
         if !out.success() {
-            return Err(format!("`{}` exited with status {}: {}", self.run, out.status, out.message()));
+            return Err(format!(
+                "`{}` exited with status {}: {}",
+                self.run,
+                out.status,
+                out.message()
+            ));
         }
         Ok(())
     }

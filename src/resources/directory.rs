@@ -3,7 +3,7 @@
 use crate::error::Result;
 use crate::resource::{BuildCtx, Change, Observed, Params, Resource};
 use crate::resources::Meta;
-use crate::transport::{FileType, Probe, Transport};
+use crate::transport::{Attrs, FileType, Probe, Transport};
 
 pub struct Directory {
     path: String,
@@ -23,6 +23,39 @@ impl Directory {
     }
 }
 
+impl Directory {
+    /// Ancestors below `/`, nearest first: `/a/b/c` gives `/a/b`, `/a`.
+    fn parents(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut p = self.path.as_str();
+        while let Some(i) = p.rfind('/').filter(|i| *i > 0) {
+            p = &p[..i];
+            out.push(p.to_string());
+        }
+        out
+    }
+
+    /// Missing ancestors, outermost first (the order to create them in).
+    fn missing_parents(&self, obs: &Observed) -> Result<Vec<String>, String> {
+        let first = 1 + self.meta.probes().len();
+        let mut missing = Vec::new();
+        for (k, parent) in self.parents().into_iter().enumerate() {
+            match obs.stat(first + k)? {
+                None => missing.push(parent),
+                Some(s) if s.kind == FileType::Dir => break,
+                Some(s) => {
+                    return Err(format!(
+                        "{parent} is {}, not a directory",
+                        s.kind.describe()
+                    ))
+                }
+            }
+        }
+        missing.reverse();
+        Ok(missing)
+    }
+}
+
 impl Resource for Directory {
     fn target(&self) -> String {
         self.path.clone()
@@ -39,6 +72,10 @@ impl Resource for Directory {
     fn probes(&self) -> Vec<Probe> {
         let mut v = vec![Probe::Stat(self.path.clone())];
         v.extend(self.meta.probes());
+        // Parents too, so missing ones can be created like `mkdir -p` does.
+        if self.present {
+            v.extend(self.parents().into_iter().map(Probe::Stat));
+        }
         v
     }
 
@@ -47,19 +84,45 @@ impl Resource for Directory {
         if !self.present {
             return Ok(match stat {
                 None => Vec::new(),
-                Some(s) if s.kind == FileType::Dir => vec![Change::new("state", Some("present".into()), Some("absent".into()))],
-                Some(s) => return Err(format!("{} is {}, not a directory; leaving it alone", self.path, s.kind.describe())),
+                Some(s) if s.kind == FileType::Dir => vec![Change::new(
+                    "state",
+                    Some("present".into()),
+                    Some("absent".into()),
+                )],
+                Some(s) => {
+                    return Err(format!(
+                        "{} is {}, not a directory; leaving it alone",
+                        self.path,
+                        s.kind.describe()
+                    ))
+                }
             });
         }
         let (want, accounts) = self.meta.resolve(obs, 1)?;
         match stat {
             None => {
-                let mut v = vec![Change::new("state", Some("absent".into()), Some("directory".into()))];
+                let mut v = vec![Change::new(
+                    "state",
+                    Some("absent".into()),
+                    Some("directory".into()),
+                )];
+                let missing = self.missing_parents(obs)?;
+                if !missing.is_empty() {
+                    v.push(Change::new(
+                        "parent directories",
+                        None,
+                        Some(missing.join(", ")),
+                    ));
+                }
                 v.extend(Meta::creation(&want, 0o755, &accounts));
                 Ok(v)
             }
             Some(s) if s.kind == FileType::Dir => Ok(Meta::changes(&want, s, &accounts)),
-            Some(s) => Err(format!("{} is {}, not a directory; not replacing it", self.path, s.kind.describe())),
+            Some(s) => Err(format!(
+                "{} is {}, not a directory; not replacing it",
+                self.path,
+                s.kind.describe()
+            )),
         }
     }
 
@@ -69,7 +132,10 @@ impl Resource for Directory {
         if !self.present {
             if stat.is_some() {
                 t.remove(&self.path).map_err(|e| match e.kind() {
-                    std::io::ErrorKind::DirectoryNotEmpty => format!("{} is not empty; SLICE removes only empty directories", self.path),
+                    std::io::ErrorKind::DirectoryNotEmpty => format!(
+                        "{} is not empty; SLICE removes only empty directories",
+                        self.path
+                    ),
                     _ => err(e),
                 })?;
             }
@@ -77,7 +143,13 @@ impl Resource for Directory {
         }
         let (want, _) = self.meta.resolve(obs, 1)?;
         match stat {
-            None => t.mkdir(&self.path, &want).map_err(err),
+            None => {
+                for parent in self.missing_parents(obs)? {
+                    t.mkdir(&parent, &Attrs::default())
+                        .map_err(|e| format!("{parent}: {e}"))?;
+                }
+                t.mkdir(&self.path, &want).map_err(err)
+            }
             Some(s) => t.set_attrs(&self.path, &Meta::fixes(&want, s)).map_err(err),
         }
     }

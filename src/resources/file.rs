@@ -24,7 +24,12 @@ impl File {
         let present = p.choice("state", &["present", "absent"], "present")? == "present";
         let mut sources = Vec::new();
         if let Some(n) = p.node("content") {
-            let text = n.scalar_text().ok_or_else(|| p.error(n, format!("`content` must be a string, found {}", n.type_name())))?;
+            let text = n.scalar_text().ok_or_else(|| {
+                p.error(
+                    n,
+                    format!("`content` must be a string, found {}", n.type_name()),
+                )
+            })?;
             sources.push((n, text.into_bytes()));
         }
         if let Some(n) = p.node("template") {
@@ -36,7 +41,10 @@ impl File {
             sources.push((n, ctx.files.source(&rel, &n.loc)?));
         }
         if sources.len() > 1 {
-            return Err(Error::at(&sources[1].0.loc, "give only one of `content`, `template` and `source`"));
+            return Err(Error::at(
+                &sources[1].0.loc,
+                "give only one of `content`, `template` and `source`",
+            ));
         }
         let f = File {
             path,
@@ -46,7 +54,10 @@ impl File {
             sensitive: p.opt_bool("sensitive")?.unwrap_or(false),
         };
         if !f.present && f.content.is_some() {
-            return Err(Error::at(p.loc(), "a file with `state: absent` takes no contents"));
+            return Err(Error::at(
+                p.loc(),
+                "a file with `state: absent` takes no contents",
+            ));
         }
         p.finish()?;
         Ok(Box::new(f))
@@ -58,7 +69,9 @@ impl File {
         }
         let old_text = std::str::from_utf8(old.unwrap_or_default()).ok();
         match (self.sensitive, old_text, std::str::from_utf8(new).ok()) {
-            (false, Some(o), Some(n)) => Some(Change::new("content", None, None).with_diff(text_diff(&self.path, o, n))),
+            (false, Some(o), Some(n)) => {
+                Some(Change::new("content", None, None).with_diff(text_diff(&self.path, o, n)))
+            }
             _ => Some(Change::new("content", old.map(digest), Some(digest(new)))),
         }
     }
@@ -80,7 +93,10 @@ impl Resource for File {
     }
 
     fn probes(&self) -> Vec<Probe> {
-        let mut v = vec![Probe::Stat(self.path.clone()), Probe::Read(self.path.clone())];
+        let mut v = vec![
+            Probe::Stat(self.path.clone()),
+            Probe::Read(self.path.clone()),
+        ];
         if self.content.is_none() {
             // Contents do not matter; do not read them.
             v[1] = Probe::Stat(self.path.clone());
@@ -93,20 +109,32 @@ impl Resource for File {
         let stat = obs.stat(0)?;
         if let Some(s) = stat {
             if s.kind != FileType::File {
-                return Err(format!("{} is {}, not a regular file; not replacing it", self.path, s.kind.describe()));
+                return Err(format!(
+                    "{} is {}, not a regular file; not replacing it",
+                    self.path,
+                    s.kind.describe()
+                ));
             }
         }
         if !self.present {
             return Ok(match stat {
                 None => Vec::new(),
-                Some(_) => vec![Change::new("state", Some("present".into()), Some("absent".into()))],
+                Some(_) => vec![Change::new(
+                    "state",
+                    Some("present".into()),
+                    Some("absent".into()),
+                )],
             });
         }
         let (want, accounts) = self.meta.resolve(obs, 2)?;
         let mut out = Vec::new();
         match stat {
             None => {
-                out.push(Change::new("state", Some("absent".into()), Some("file".into())));
+                out.push(Change::new(
+                    "state",
+                    Some("absent".into()),
+                    Some("file".into()),
+                ));
                 out.extend(Meta::creation(&want, 0o644, &accounts));
                 out.extend(self.content_change(None, self.content.as_deref().unwrap_or_default()));
             }
@@ -136,7 +164,12 @@ impl Resource for File {
             (None, Some(_)) => false,
         };
         if stale {
-            t.write(&self.path, self.content.as_deref().unwrap_or_default(), &want).map_err(err)
+            t.write(
+                &self.path,
+                self.content.as_deref().unwrap_or_default(),
+                &want,
+            )
+            .map_err(err)
         } else if let Some(s) = stat {
             t.set_attrs(&self.path, &Meta::fixes(&want, s)).map_err(err)
         } else {

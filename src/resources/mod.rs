@@ -52,26 +52,53 @@ impl Meta {
         };
         let uid = match &self.owner {
             None => None,
-            Some(o) => Some(accounts.id(&accounts.users, o).ok_or_else(|| format!("user `{o}` does not exist in {PASSWD}"))?),
+            Some(o) => Some(
+                accounts
+                    .id(&accounts.users, o)
+                    .ok_or_else(|| format!("user `{o}` does not exist in {PASSWD}"))?,
+            ),
         };
         let gid = match &self.group {
             None => None,
-            Some(g) => Some(accounts.id(&accounts.groups, g).ok_or_else(|| format!("group `{g}` does not exist in {GROUP}"))?),
+            Some(g) => Some(
+                accounts
+                    .id(&accounts.groups, g)
+                    .ok_or_else(|| format!("group `{g}` does not exist in {GROUP}"))?,
+            ),
         };
-        Ok((Attrs { mode: self.mode, uid, gid }, accounts))
+        Ok((
+            Attrs {
+                mode: self.mode,
+                uid,
+                gid,
+            },
+            accounts,
+        ))
     }
 
     /// What differs between the wanted attributes and what the path has.
     pub fn changes(want: &Attrs, have: &Stat, accounts: &Accounts) -> Vec<Change> {
         let mut out = Vec::new();
         if let Some(m) = want.mode.filter(|m| *m != have.mode) {
-            out.push(Change::new("mode", Some(format!("{:04o}", have.mode)), Some(format!("{m:04o}"))));
+            out.push(Change::new(
+                "mode",
+                Some(format!("{:04o}", have.mode)),
+                Some(format!("{m:04o}")),
+            ));
         }
         if let Some(u) = want.uid.filter(|u| *u != have.uid) {
-            out.push(Change::new("owner", Some(accounts.name(&accounts.users, have.uid)), Some(accounts.name(&accounts.users, u))));
+            out.push(Change::new(
+                "owner",
+                Some(accounts.name(&accounts.users, have.uid)),
+                Some(accounts.name(&accounts.users, u)),
+            ));
         }
         if let Some(g) = want.gid.filter(|g| *g != have.gid) {
-            out.push(Change::new("group", Some(accounts.name(&accounts.groups, have.gid)), Some(accounts.name(&accounts.groups, g))));
+            out.push(Change::new(
+                "group",
+                Some(accounts.name(&accounts.groups, have.gid)),
+                Some(accounts.name(&accounts.groups, g)),
+            ));
         }
         out
     }
@@ -87,12 +114,24 @@ impl Meta {
 
     /// Changes to report for a path that does not exist yet.
     pub fn creation(want: &Attrs, default_mode: u32, accounts: &Accounts) -> Vec<Change> {
-        let mut out = vec![Change::new("mode", None, Some(format!("{:04o}", want.mode.unwrap_or(default_mode))))];
+        let mut out = vec![Change::new(
+            "mode",
+            None,
+            Some(format!("{:04o}", want.mode.unwrap_or(default_mode))),
+        )];
         if let Some(u) = want.uid {
-            out.push(Change::new("owner", None, Some(accounts.name(&accounts.users, u))));
+            out.push(Change::new(
+                "owner",
+                None,
+                Some(accounts.name(&accounts.users, u)),
+            ));
         }
         if let Some(g) = want.gid {
-            out.push(Change::new("group", None, Some(accounts.name(&accounts.groups, g))));
+            out.push(Change::new(
+                "group",
+                None,
+                Some(accounts.name(&accounts.groups, g)),
+            ));
         }
         out
     }
@@ -144,8 +183,13 @@ mod tests {
 
     #[test]
     fn account_files_are_read_by_name_and_id() {
-        let users = parse_db(Some(b"root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\nbroken\n"));
-        let a = Accounts { users, groups: Vec::new() };
+        let users = parse_db(Some(
+            b"root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\nbroken\n",
+        ));
+        let a = Accounts {
+            users,
+            groups: Vec::new(),
+        };
         assert_eq!(a.id(&a.users, "alice"), Some(1000));
         assert_eq!(a.id(&a.users, "42"), Some(42));
         assert_eq!(a.id(&a.users, "bob"), None);

@@ -30,7 +30,10 @@ impl Local {
     pub fn with_root(root: &Path) -> io::Result<Local> {
         let root = fs::canonicalize(root)?;
         if !root.is_dir() {
-            return Err(io::Error::new(io::ErrorKind::NotADirectory, "the root is not a directory"));
+            return Err(io::Error::new(
+                io::ErrorKind::NotADirectory,
+                "the root is not a directory",
+            ));
         }
         Ok(Local { root: Some(root) })
     }
@@ -65,7 +68,9 @@ impl Local {
             if is_link && (!last || follow_final) {
                 links += 1;
                 if links > MAX_LINKS {
-                    return Err(io::Error::other(format!("{path}: too many levels of symbolic links")));
+                    return Err(io::Error::other(format!(
+                        "{path}: too many levels of symbolic links"
+                    )));
                 }
                 let target = fs::read_link(&candidate)?;
                 if target.is_absolute() {
@@ -164,15 +169,25 @@ impl Transport for Local {
     fn write(&self, path: &str, data: &[u8], attrs: &Attrs) -> io::Result<()> {
         let p = self.resolve(path, true)?;
         let (Some(dir), Some(name)) = (p.parent(), p.file_name()) else {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{path}: not a file path")));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{path}: not a file path"),
+            ));
         };
         let old = not_found_is_none(fs::metadata(&p))?;
         if old.as_ref().is_some_and(|m| !m.is_file()) {
-            return Err(io::Error::other(format!("{path} exists and is not a regular file")));
+            return Err(io::Error::other(format!(
+                "{path} exists and is not a regular file"
+            )));
         }
         // Unset attributes keep the old file's; a new file gets 0644.
         let keep = Attrs {
-            mode: Some(attrs.mode.or(old.as_ref().map(|m| m.mode() & 0o7777)).unwrap_or(0o644)),
+            mode: Some(
+                attrs
+                    .mode
+                    .or(old.as_ref().map(|m| m.mode() & 0o7777))
+                    .unwrap_or(0o644),
+            ),
             uid: attrs.uid.or(old.as_ref().map(|m| m.uid())),
             gid: attrs.gid.or(old.as_ref().map(|m| m.gid())),
         };
@@ -216,6 +231,12 @@ impl Transport for Local {
         let mut cmd = Command::new("/bin/sh");
         cmd.arg("-c").arg(command).stdin(Stdio::null());
         if let Some(root) = self.root.clone() {
+            if !root.join("bin/sh").exists() {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("{} has no /bin/sh to run commands with", root.display()),
+                ));
+            }
             // SAFETY: chroot and chdir are async-signal-safe system calls, made in the child
             // between fork and exec with no allocation.
             unsafe {
@@ -253,9 +274,18 @@ mod tests {
         let t = Local::with_root(root).unwrap();
         assert_eq!(t.read("/etc/os-release").unwrap().unwrap(), b"ID=test\n");
         let real_root = fs::canonicalize(root).unwrap();
-        assert_eq!(t.resolve("/../../etc/passwd", true).unwrap(), real_root.join("etc/passwd"));
-        assert_eq!(t.resolve("/etc/up/passwd", true).unwrap(), real_root.join("etc/passwd"));
-        assert_eq!(t.stat("/etc/os-release").unwrap().unwrap().kind, FileType::Symlink);
+        assert_eq!(
+            t.resolve("/../../etc/passwd", true).unwrap(),
+            real_root.join("etc/passwd")
+        );
+        assert_eq!(
+            t.resolve("/etc/up/passwd", true).unwrap(),
+            real_root.join("etc/passwd")
+        );
+        assert_eq!(
+            t.stat("/etc/os-release").unwrap().unwrap().kind,
+            FileType::Symlink
+        );
     }
 
     #[test]
@@ -271,7 +301,15 @@ mod tests {
     fn write_is_atomic_and_keeps_the_old_mode() {
         let dir = tempfile::tempdir().unwrap();
         let t = Local::with_root(dir.path()).unwrap();
-        t.write("/f", b"one", &Attrs { mode: Some(0o600), ..Attrs::default() }).unwrap();
+        t.write(
+            "/f",
+            b"one",
+            &Attrs {
+                mode: Some(0o600),
+                ..Attrs::default()
+            },
+        )
+        .unwrap();
         t.write("/f", b"two", &Attrs::default()).unwrap();
         let st = t.stat("/f").unwrap().unwrap();
         assert_eq!((st.mode, st.kind), (0o600, FileType::File));

@@ -1,0 +1,85 @@
+//! The command line: subcommands and options (clap).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "slice",
+    version,
+    about = "Declarative hardening for Docker container hosts: report drift, apply a playbook",
+    after_help = "Without a PLAYBOOK, SLICE uses its built-in container-host.yml.\n\
+                  Exit codes: 0 in sync / success, 1 could not start, 2 drift (check) or changes \
+                  (apply --detailed-exitcodes), 4 task failures, 6 both."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Report the drift between the target and the playbook; change nothing.
+    Check(RunArgs),
+    /// Make the target match the playbook, then verify that it does.
+    Apply {
+        #[command(flatten)]
+        run: RunArgs,
+        /// Also exit 2 when something was changed (6 with failures), as Puppet does.
+        #[arg(long)]
+        detailed_exitcodes: bool,
+    },
+    /// Print the tasks in the order they would run, with what each waits for.
+    Plan(RunArgs),
+    /// Print the task graph in Graphviz form (`--format dot`).
+    Graph(RunArgs),
+    /// Parse and plan only: check the playbook and its modules without touching any host.
+    Validate(RunArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// The playbook file, or the name of a built-in one (default: container-host.yml).
+    pub playbook: Option<PathBuf>,
+
+    /// Work on an offline root directory (an image, a mounted disk) instead of this machine.
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+
+    /// Set a variable, overriding every other definition; the value is read as YAML (repeatable).
+    #[arg(short = 'e', long = "extra-var", value_name = "KEY=VALUE")]
+    pub extra: Vec<String>,
+
+    /// Run only tasks with one of these tags (comma-separated or repeated).
+    #[arg(long, value_delimiter = ',')]
+    pub tags: Vec<String>,
+
+    /// Run only tasks at this level or stronger: must, should (must + should), can (all).
+    #[arg(long, value_parser = ["must", "should", "can"])]
+    pub level: Option<String>,
+
+    /// Look for modules in this folder first (repeatable).
+    #[arg(long = "module-path", value_name = "DIR")]
+    pub module_path: Vec<PathBuf>,
+
+    /// Report format: human, json (check, apply, plan), dot (graph).
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
+
+    /// Write the report to this file instead of standard output.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Show timings and where each task is defined.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Human,
+    Json,
+    /// Graphviz, for `slice graph`.
+    Dot,
+}

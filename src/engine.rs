@@ -1,0 +1,285 @@
+//! Runs one host's graph: observe, diff, and in apply mode apply, verify and run handlers.
+//!
+//! Check mode observes every task in one batch and stops at the diff. Apply mode walks the graph
+//! in order; each task observes just before it applies, so it sees what earlier tasks did, and is
+//! observed again afterwards: a task whose diff is not empty then has failed to converge.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::graph::{self, Graph};
+use crate::playbook::render::{Rendered, Selection};
+use crate::playbook::{Level, Playbook};
+use crate::resource::{Change, Observed, Resource};
+use crate::transport::{Answer, Probe, Transport};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Check,
+    Apply,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// In sync (shown as PASS in check mode, OK in apply mode).
+    Pass,
+    /// Check mode: the host differs from the playbook.
+    Drift,
+    /// Apply mode: the host was changed and now matches.
+    Changed,
+    Fail,
+    Skip,
+}
+
+pub struct TaskReport {
+    pub node: usize,
+    pub handler: bool,
+    /// `kind[target]`.
+    pub id: String,
+    pub name: String,
+    pub kind: &'static str,
+    /// `file:line` of the task.
+    pub source: String,
+    pub control: Option<String>,
+    pub cis: Vec<(String, String)>,
+    pub level: Option<Level>,
+    pub status: Status,
+    pub changes: Vec<Change>,
+    pub message: Option<String>,
+    pub duration: Duration,
+}
+
+pub struct HostReport {
+    pub host: String,
+    pub mode: Mode,
+    pub tasks: Vec<TaskReport>,
+    /// Tasks left out by `--tags` / `--level`.
+    pub deselected: usize,
+    /// Time spent gathering state (check mode: the one batch).
+    pub observe_time: Duration,
+    pub total_time: Duration,
+}
+
+impl HostReport {
+    pub fn count(&self, s: Status) -> usize {
+        self.tasks.iter().filter(|t| t.status == s).count()
+    }
+}
+
+/// Runs the graph on a transport. `progress` sees each task report as it is made.
+pub fn run(
+    pb: &Playbook,
+    rendered: &[Rendered],
+    graph: &Graph,
+    t: &dyn Transport,
+    mode: Mode,
+    sel: &Selection,
+    progress: &mut dyn FnMut(&TaskReport),
+) -> HostReport {
+    let start = Instant::now();
+    let n = pb.tasks.len();
+    // Handlers follow the selection of the tasks that notify them.
+    let mut selected: Vec<bool> = pb.tasks.iter().map(|t| sel.selects(t)).collect();
+    let handlers: Vec<bool> = (0..pb.handlers.len())
+        .map(|h| {
+            pb.tasks
+                .iter()
+                .enumerate()
+                .any(|(i, t)| selected[i] && t.notify.contains(&h))
+        })
+        .collect();
+    selected.extend(handlers);
+    let deselected = selected.iter().filter(|s| !**s).count();
+
+    let mut observe_time = Duration::ZERO;
+    // Check mode: one batch for the whole host.
+    let batch = (mode == Mode::Check).then(|| {
+        let t0 = Instant::now();
+        let b = Batch::observe(
+            t,
+            graph
+                .order
+                .iter()
+                .filter(|&&i| selected[i])
+                .filter_map(|&i| rendered[i].resource.as_deref()),
+        );
+        observe_time = t0.elapsed();
+        b
+    });
+
+    let mut reports: Vec<TaskReport> = Vec::new();
+    let mut status: Vec<Option<Status>> = vec![None; rendered.len()];
+    // Apply mode: tasks that failed, or were skipped because something they need failed.
+    let mut broken = vec![false; rendered.len()];
+    for &i in &graph.order {
+        if !selected[i] {
+            continue;
+        }
+        let t0 = Instant::now();
+        let (def, handler) = graph::def(pb, i);
+        let mut report = TaskReport {
+            node: i,
+            handler,
+            id: graph::label(def, &rendered[i]),
+            name: def.name.clone(),
+            kind: def.kind.name,
+            source: def.loc.file_line(),
+            control: def.control.clone(),
+            cis: def.cis.clone(),
+            level: def.level,
+            status: Status::Skip,
+            changes: Vec::new(),
+            message: None,
+            duration: Duration::ZERO,
+        };
+        let blocked = if handler {
+            let notified = pb.tasks.iter().enumerate().any(|(k, task)| {
+                task.notify.contains(&(i - n))
+                    && matches!(status[k], Some(Status::Drift | Status::Changed))
+            });
+            (!notified).then(|| "not notified".to_string())
+        } else if mode == Mode::Apply {
+            graph.needs(i).into_iter().find(|&p| broken[p]).map(|p| {
+                format!(
+                    "depends on `{}`, which did not succeed",
+                    graph::def(pb, p).0.name
+                )
+            })
+        } else {
+            None
+        };
+        broken[i] = blocked.is_some() && !handler;
+        match (&rendered[i].resource, blocked) {
+            (None, _) => report.message = rendered[i].skip.clone(),
+            (Some(_), Some(why)) => report.message = Some(why),
+            (Some(res), None) => match &batch {
+                Some(b) => b.diff(res.as_ref(), &mut report),
+                None => apply_one(res.as_ref(), t, &mut report),
+            },
+        }
+        report.duration = t0.elapsed();
+        status[i] = Some(report.status);
+        broken[i] |= report.status == Status::Fail;
+        progress(&report);
+        reports.push(report);
+    }
+    HostReport {
+        host: t.name(),
+        mode,
+        tasks: reports,
+        deselected,
+        observe_time,
+        total_time: start.elapsed(),
+    }
+}
+
+/// The answers to every probe of a host, asked once each.
+struct Batch {
+    index: HashMap<Probe, usize>,
+    answers: Vec<Answer>,
+}
+
+impl Batch {
+    fn observe<'r>(t: &dyn Transport, resources: impl Iterator<Item = &'r dyn Resource>) -> Batch {
+        let mut index = HashMap::new();
+        let mut probes = Vec::new();
+        for r in resources {
+            for p in r.probes() {
+                index.entry(p.clone()).or_insert_with(|| {
+                    probes.push(p);
+                    probes.len() - 1
+                });
+            }
+        }
+        let answers = t.observe(&probes);
+        Batch { index, answers }
+    }
+
+    fn diff(&self, res: &dyn Resource, report: &mut TaskReport) {
+        let probes = res.probes();
+        let answers: Vec<Answer> = probes
+            .iter()
+            .map(
+                |p| match self.index.get(p).and_then(|&k| self.answers.get(k)) {
+                    Some(a) => a.clone(),
+                    None => Answer::Failed("not observed".into()),
+                },
+            )
+            .collect();
+        let obs = Observed {
+            answers: &answers,
+            probes: &probes,
+        };
+        match res.diff(&obs) {
+            Ok(changes) if changes.is_empty() => report.status = Status::Pass,
+            Ok(changes) => {
+                report.status = Status::Drift;
+                report.changes = changes;
+            }
+            Err(msg) => {
+                report.status = Status::Fail;
+                report.message = Some(msg);
+            }
+        }
+    }
+}
+
+fn observe_and_diff(res: &dyn Resource, t: &dyn Transport) -> Result<Vec<Change>, String> {
+    let probes = res.probes();
+    let answers = t.observe(&probes);
+    res.diff(&Observed {
+        answers: &answers,
+        probes: &probes,
+    })
+}
+
+fn apply_one(res: &dyn Resource, t: &dyn Transport, report: &mut TaskReport) {
+    let probes = res.probes();
+    let answers = t.observe(&probes);
+    let obs = Observed {
+        answers: &answers,
+        probes: &probes,
+    };
+    let changes = match res.diff(&obs) {
+        Ok(c) => c,
+        Err(msg) => {
+            report.status = Status::Fail;
+            report.message = Some(msg);
+            return;
+        }
+    };
+    if changes.is_empty() {
+        report.status = Status::Pass;
+        return;
+    }
+    report.changes = changes;
+    if let Err(msg) = res.apply(&obs, t) {
+        report.status = Status::Fail;
+        report.message = Some(msg);
+        return;
+    }
+    if res.verifiable() {
+        match observe_and_diff(res, t) {
+            Ok(left) if left.is_empty() => {}
+            Ok(left) => {
+                let what: Vec<&str> = left.iter().map(|c| c.what.as_str()).collect();
+                report.status = Status::Fail;
+                report.message = Some(format!(
+                    "applied, but the host still differs: {}",
+                    what.join(", ")
+                ));
+                return;
+            }
+            Err(msg) => {
+                report.status = Status::Fail;
+                report.message = Some(format!("applied, but cannot verify: {msg}"));
+                return;
+            }
+        }
+    }
+    report.status = Status::Changed;
+}

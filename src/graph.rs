@@ -1,0 +1,243 @@
+//! The task graph of one host: explicit and implicit edges, cycle errors, a deterministic order.
+//!
+//! Nodes are numbered tasks first (in playbook order), then handlers. Edges point from the task
+//! that must run first. Among tasks that are ready together, the one written first runs first.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::fmt::Write;
+
+use petgraph::graph::{DiGraph, NodeIndex};
+use petgraph::visit::EdgeRef;
+
+use crate::error::{Error, Result};
+use crate::playbook::render::Rendered;
+use crate::playbook::{Playbook, TaskDef};
+
+/// Why one task runs before another.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Why {
+    After,
+    Before,
+    /// The first task creates the directory the second writes into.
+    Parent(String),
+    Notify,
+}
+
+impl Why {
+    fn describe(&self) -> String {
+        match self {
+            Why::After => "`after:`".into(),
+            Why::Before => "`before:`".into(),
+            Why::Parent(dir) => format!("it writes inside {dir}"),
+            Why::Notify => "`notify:`".into(),
+        }
+    }
+}
+
+pub struct Graph {
+    pub graph: DiGraph<usize, Why>,
+    /// Node numbers in the order to run them.
+    pub order: Vec<usize>,
+}
+
+impl Graph {
+    /// Builds the graph for rendered tasks (`rendered` holds tasks, then handlers).
+    pub fn build(pb: &Playbook, rendered: &[Rendered]) -> Result<Graph> {
+        let n = pb.tasks.len();
+        let mut g: DiGraph<usize, Why> = DiGraph::with_capacity(rendered.len(), rendered.len());
+        for i in 0..rendered.len() {
+            g.add_node(i);
+        }
+        let node = NodeIndex::new;
+        for (i, t) in pb.tasks.iter().enumerate() {
+            for &a in &t.after {
+                g.update_edge(node(a), node(i), Why::After);
+            }
+            for &b in &t.before {
+                g.update_edge(node(i), node(b), Why::Before);
+            }
+            for &h in &t.notify {
+                g.update_edge(node(i), node(n + h), Why::Notify);
+            }
+        }
+        // A path's parent directory first: map each created directory to its task.
+        let dirs: HashMap<&str, usize> = rendered
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| Some((r.resource.as_ref()?.creates_dir()?, i)))
+            .collect();
+        for (i, r) in rendered.iter().enumerate() {
+            let Some(res) = &r.resource else { continue };
+            for path in res.paths() {
+                let mut p = path;
+                while let Some(slash) = p.rfind('/') {
+                    p = if slash == 0 { "/" } else { &p[..slash] };
+                    if let Some(&d) = dirs.get(p) {
+                        if d != i {
+                            g.update_edge(node(d), node(i), Why::Parent(p.to_string()));
+                            break;
+                        }
+                    }
+                    if p == "/" {
+                        break;
+                    }
+                }
+            }
+        }
+        let order = topo_order(&g).map_err(|cycle| cycle_error(pb, rendered, &g, &cycle))?;
+        Ok(Graph { graph: g, order })
+    }
+
+    /// Graphviz text of the graph.
+    pub fn dot(&self, pb: &Playbook, rendered: &[Rendered]) -> String {
+        let mut out = String::from(
+            "digraph slice {\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];\n",
+        );
+        for &i in &self.order {
+            let (def, handler) = def(pb, i);
+            let label = format!("{}\\n{}", label(def, &rendered[i]), def.name).replace('"', "\\\"");
+            let style = if handler { ", style=dashed" } else { "" };
+            let _ = writeln!(out, "  t{i} [label=\"{label}\"{style}];");
+        }
+        for e in self.graph.edge_references() {
+            let _ = writeln!(
+                out,
+                "  t{} -> t{} [label=\"{}\"];",
+                e.source().index(),
+                e.target().index(),
+                e.weight().describe().replace('"', "\\\"").replace('`', "")
+            );
+        }
+        out.push_str("}\n");
+        out
+    }
+
+    /// The direct predecessors of a node, for `slice plan`.
+    pub fn needs(&self, i: usize) -> Vec<usize> {
+        let mut v: Vec<usize> = self
+            .graph
+            .neighbors_directed(NodeIndex::new(i), petgraph::Direction::Incoming)
+            .map(NodeIndex::index)
+            .collect();
+        v.sort_unstable();
+        v
+    }
+}
+
+/// A task's definition by node number, and whether it is a handler.
+pub fn def(pb: &Playbook, i: usize) -> (&TaskDef, bool) {
+    match pb.tasks.get(i) {
+        Some(t) => (t, false),
+        None => (&pb.handlers[i - pb.tasks.len()], true),
+    }
+}
+
+/// `kind[target]`, or `kind[task name]` when the task was skipped before it had a target.
+pub fn label(def: &TaskDef, r: &Rendered) -> String {
+    match &r.resource {
+        Some(res) => format!("{}[{}]", def.kind.name, res.target()),
+        None => format!("{}[{}]", def.kind.name, def.name),
+    }
+}
+
+/// Kahn's algorithm, taking the lowest-numbered ready node first. On a cycle, returns its nodes.
+fn topo_order(g: &DiGraph<usize, Why>) -> std::result::Result<Vec<usize>, Vec<usize>> {
+    let mut indegree: Vec<usize> = g
+        .node_indices()
+        .map(|n| {
+            g.neighbors_directed(n, petgraph::Direction::Incoming)
+                .count()
+        })
+        .collect();
+    let mut ready: BinaryHeap<Reverse<usize>> = indegree
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| **d == 0)
+        .map(|(i, _)| Reverse(i))
+        .collect();
+    let mut order = Vec::with_capacity(indegree.len());
+    while let Some(Reverse(i)) = ready.pop() {
+        order.push(i);
+        for next in g.neighbors_directed(NodeIndex::new(i), petgraph::Direction::Outgoing) {
+            let d = &mut indegree[next.index()];
+            *d -= 1;
+            if *d == 0 {
+                ready.push(Reverse(next.index()));
+            }
+        }
+    }
+    if order.len() == indegree.len() {
+        return Ok(order);
+    }
+    // Some strongly connected component with more than one node (or a self loop) is the cycle.
+    let scc = petgraph::algo::tarjan_scc(g)
+        .into_iter()
+        .filter(|c| c.len() > 1 || g.contains_edge(c[0], c[0]))
+        .min_by_key(|c| c.iter().map(|n| n.index()).min())
+        .unwrap_or_default();
+    Err(cycle_path(
+        g,
+        &scc.iter().map(|n| n.index()).collect::<Vec<_>>(),
+    ))
+}
+
+/// Walks edges inside the component from its lowest node until it comes back: the cycle in order.
+fn cycle_path(g: &DiGraph<usize, Why>, scc: &[usize]) -> Vec<usize> {
+    let Some(&start) = scc.iter().min() else {
+        return Vec::new();
+    };
+    let mut path = vec![start];
+    let mut cur = start;
+    loop {
+        let next = g
+            .neighbors_directed(NodeIndex::new(cur), petgraph::Direction::Outgoing)
+            .map(NodeIndex::index)
+            .filter(|n| scc.contains(n))
+            .min_by_key(|n| (*n != start, path.contains(n), *n));
+        match next {
+            Some(n) if n == start || path.contains(&n) => break,
+            Some(n) => {
+                path.push(n);
+                cur = n;
+            }
+            None => break,
+        }
+    }
+    path
+}
+
+fn cycle_error(
+    pb: &Playbook,
+    rendered: &[Rendered],
+    g: &DiGraph<usize, Why>,
+    cycle: &[usize],
+) -> Error {
+    let first = def(pb, cycle[0]).0;
+    let mut e = Error::at(
+        &first.loc,
+        format!(
+            "these {} tasks depend on each other in a cycle",
+            cycle.len()
+        ),
+    );
+    for (k, &i) in cycle.iter().enumerate() {
+        let next = cycle[(k + 1) % cycle.len()];
+        let (a, _) = def(pb, i);
+        let (b, _) = def(pb, next);
+        let why = g
+            .find_edge(NodeIndex::new(i), NodeIndex::new(next))
+            .map(|e| g[e].describe())
+            .unwrap_or_default();
+        e = e.with_note(format!(
+            "{} `{}` ({}) runs before {} `{}` ({}) because of {why}",
+            label(a, &rendered[i]),
+            a.name,
+            a.loc.file_line(),
+            label(b, &rendered[next]),
+            b.name,
+            b.loc.file_line()
+        ));
+    }
+    e.with_help("remove one of these `after:`/`before:` entries")
+}
