@@ -25,12 +25,22 @@ pub enum Why {
 }
 
 impl Why {
-    fn describe(&self) -> String {
+    /// Why `a` runs before `b`, in words.
+    fn explain(&self, a: &str, b: &str) -> String {
         match self {
-            Why::After => "`after:`".into(),
-            Why::Before => "`before:`".into(),
-            Why::Parent(dir) => format!("it writes inside {dir}"),
-            Why::Notify => "`notify:`".into(),
+            Why::After => format!("`{b}` has `after: {a}`"),
+            Why::Before => format!("`{a}` has `before: {b}`"),
+            Why::Parent(dir) => format!("`{b}` writes inside {dir}, which `{a}` creates"),
+            Why::Notify => format!("`{a}` notifies `{b}`"),
+        }
+    }
+
+    fn short(&self) -> String {
+        match self {
+            Why::After => "after".into(),
+            Why::Before => "before".into(),
+            Why::Parent(dir) => format!("inside {dir}"),
+            Why::Notify => "notify".into(),
         }
     }
 }
@@ -106,7 +116,7 @@ impl Graph {
                 "  t{} -> t{} [label=\"{}\"];",
                 e.source().index(),
                 e.target().index(),
-                e.weight().describe().replace('"', "\\\"").replace('`', "")
+                e.weight().short().replace('"', "\\\"")
             );
         }
         out.push_str("}\n");
@@ -227,17 +237,15 @@ fn cycle_error(
         let (b, _) = def(pb, next);
         let why = g
             .find_edge(NodeIndex::new(i), NodeIndex::new(next))
-            .map(|e| g[e].describe())
+            .map(|e| g[e].explain(&a.name, &b.name))
             .unwrap_or_default();
         e = e.with_note(format!(
-            "{} `{}` ({}) runs before {} `{}` ({}) because of {why}",
+            "{} ({}) runs before {} ({}): {why}",
             label(a, &rendered[i]),
-            a.name,
             a.loc.file_line(),
             label(b, &rendered[next]),
-            b.name,
             b.loc.file_line()
         ));
     }
-    e.with_help("remove one of these `after:`/`before:` entries")
+    e.with_help("remove one of these orderings")
 }

@@ -556,10 +556,17 @@ fn check_type(name: &str, v: &Node, ty: &str) -> Result<()> {
         _ => false,
     };
     if ok {
-        Ok(())
-    } else {
-        Err(type_error(name, v, &format!("of type {ty}")))
+        return Ok(());
     }
+    let e = type_error(name, v, &format!("of type {ty}"));
+    let yaml11_bool = ["yes", "no", "on", "off", "y", "n"]
+        .iter()
+        .any(|w| v.as_str().is_some_and(|s| s.eq_ignore_ascii_case(w)));
+    Err(if ty == "bool" && yaml11_bool {
+        e.with_help("write true or false (in YAML 1.2, yes/no/on/off are strings)")
+    } else {
+        e
+    })
 }
 
 fn type_error(key: &str, node: &Node, want: &str) -> Error {

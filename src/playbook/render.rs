@@ -4,6 +4,7 @@
 //! under `facts`. Templates are minijinja in strict mode and apply to values after YAML parsing,
 //! never to the YAML text; a value that is exactly one `{{ expression }}` keeps its type.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use minijinja::{Environment, UndefinedBehavior, Value as JValue};
@@ -175,23 +176,16 @@ impl<'a> Renderer<'a> {
                     let compiled = self
                         .env
                         .compile_expression(expr)
-                        .map_err(|e| self.error(&e, n, &text, vars))?;
-                    if self.when == When::CompileOnly {
-                        true
-                    } else {
-                        let v = compiled
-                            .eval(JValue::from(minijinja::value::Serde(vars)))
-                            .map_err(|e| self.error(&e, n, &text, vars))?;
-                        if v.is_undefined() {
-                            return Err(self.undefined(
-                                n,
-                                &text,
-                                vars,
-                                &compiled.undeclared_variables(true),
-                            ));
-                        }
-                        v.is_true()
+                        .map_err(|e| self.error(&e, n, &text, vars, &HashSet::new()))?;
+                    let undeclared = compiled.undeclared_variables(true);
+                    let v = compiled
+                        .eval(JValue::from(minijinja::value::Serde(vars)))
+                        .map_err(|e| self.error(&e, n, &text, vars, &undeclared))?;
+                    if v.is_undefined() {
+                        return Err(self.undefined(n, &text, vars, &undeclared));
                     }
+                    // Without a host, facts are placeholders: evaluate to catch mistakes only.
+                    self.when == When::CompileOnly || v.is_true()
                 }
             };
             all &= ok;
@@ -231,12 +225,13 @@ impl<'a> Renderer<'a> {
             let compiled = self
                 .env
                 .compile_expression(expr)
-                .map_err(|e| self.error(&e, node, text, vars))?;
+                .map_err(|e| self.error(&e, node, text, vars, &HashSet::new()))?;
+            let undeclared = compiled.undeclared_variables(true);
             let v = compiled
                 .eval(ctx)
-                .map_err(|e| self.error(&e, node, text, vars))?;
+                .map_err(|e| self.error(&e, node, text, vars, &undeclared))?;
             if v.is_undefined() {
-                return Err(self.undefined(node, text, vars, &compiled.undeclared_variables(true)));
+                return Err(self.undefined(node, text, vars, &undeclared));
             }
             let json = serde_json::to_value(&v).map_err(|e| {
                 Error::at(
@@ -249,14 +244,10 @@ impl<'a> Renderer<'a> {
         let tmpl = self
             .env
             .template_from_str(text)
-            .map_err(|e| self.error(&e, node, text, vars))?;
-        match tmpl.render(ctx) {
-            Ok(s) => Ok(Node::new(Value::Str(s), node.loc.clone())),
-            Err(e) if e.kind() == minijinja::ErrorKind::UndefinedError => {
-                Err(self.undefined(node, text, vars, &tmpl.undeclared_variables(true)))
-            }
-            Err(e) => Err(self.error(&e, node, text, vars)),
-        }
+            .map_err(|e| self.error(&e, node, text, vars, &HashSet::new()))?;
+        tmpl.render(ctx)
+            .map(|s| Node::new(Value::Str(s), node.loc.clone()))
+            .map_err(|e| self.error(&e, node, text, vars, &tmpl.undeclared_variables(true)))
     }
 
     /// Renders a template file (a `template:` parameter).
@@ -306,7 +297,7 @@ impl<'a> Renderer<'a> {
         node: &Node,
         text: &str,
         vars: &Map<String, Json>,
-        undeclared: &std::collections::HashSet<String>,
+        undeclared: &HashSet<String>,
     ) -> Error {
         let mut missing: Vec<&String> = undeclared
             .iter()
@@ -328,10 +319,32 @@ impl<'a> Renderer<'a> {
             }
         }
         let e = Error::at(&loc, format!("undefined variable `{name}`"));
-        let known: Vec<&str> = vars.keys().map(String::as_str).collect();
-        match suggest(top, known.iter().copied()) {
-            Some(s) if s != top => e.with_help(format!("did you mean `{s}`?")),
-            _ => e.with_help(format!("defined here: {}", known.join(", "))),
+        // Suggest a sibling of the first missing part: `facts.os_idd` → `facts.os_id`.
+        let parent = name
+            .rsplit_once('.')
+            .and_then(|(p, last)| Some((p, last, lookup(vars, p)?.as_object()?)));
+        let (prefix, missing_part, known): (String, &str, Vec<&str>) = match parent {
+            Some((p, last, obj)) => (
+                format!("{p}."),
+                last,
+                obj.keys().map(String::as_str).collect(),
+            ),
+            None => (
+                String::new(),
+                top,
+                vars.keys().map(String::as_str).collect(),
+            ),
+        };
+        match suggest(missing_part, known.iter().copied()) {
+            Some(s) if s != missing_part => e.with_help(format!("did you mean `{prefix}{s}`?")),
+            _ => e.with_help(format!(
+                "defined here: {}",
+                known
+                    .iter()
+                    .map(|k| format!("{prefix}{k}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
         }
     }
 
@@ -341,14 +354,11 @@ impl<'a> Renderer<'a> {
         node: &Node,
         text: &str,
         vars: &Map<String, Json>,
+        undeclared: &HashSet<String>,
     ) -> Error {
         if e.kind() == minijinja::ErrorKind::UndefinedError {
-            return Error::at(
-                &node.loc,
-                format!("undefined value in template `{}`", text.trim()),
-            );
+            return self.undefined(node, text, vars, undeclared);
         }
-        let _ = vars;
         let mut loc = node.loc.clone();
         if let Some(r) = e.range() {
             if !text.contains('\n') && r.start <= text.len() {

@@ -44,13 +44,24 @@ impl Json {
             // The YAML reader already refuses keys that are not plain scalars.
             Some(n) => match n.to_json() {
                 J::Object(m) => m,
-                _ => return Err(p.error(n, format!("`set` of `json` must be a mapping of keys to values, found {}", n.type_name()))),
+                _ => {
+                    return Err(p.error(
+                        n,
+                        format!(
+                            "`set` of `json` must be a mapping of keys to values, found {}",
+                            n.type_name()
+                        ),
+                    ))
+                }
             },
         };
         let remove: Vec<(Vec<String>, &Node)> = match p.node("remove") {
             None => Vec::new(),
             Some(n) => match &n.value {
-                Value::Seq(items) => items.iter().map(|i| Ok((key_path(p, i)?, i))).collect::<Result<_>>()?,
+                Value::Seq(items) => items
+                    .iter()
+                    .map(|i| Ok((key_path(p, i)?, i)))
+                    .collect::<Result<_>>()?,
                 // A single key.
                 _ => vec![(key_path(p, n)?, n)],
             },
@@ -58,15 +69,30 @@ impl Json {
         let create = p.opt_bool("create")?.unwrap_or(true);
         let meta = Meta::from_params(p)?;
         if set.is_empty() && remove.is_empty() {
-            return Err(Error::at(p.loc(), "`json` needs `set` or `remove` (with at least one key)"));
+            return Err(Error::at(
+                p.loc(),
+                "`json` needs `set` or `remove` (with at least one key)",
+            ));
         }
         // A key both set and removed would be changed back and forth on every run.
         let set_paths = paths(&set, &mut Vec::new());
-        if let Some((path, n)) = remove.iter().find(|(r, _)| set_paths.iter().any(|s| s.starts_with(r))) {
-            return Err(p.error(n, format!("`remove` takes away `{}`, which `set` sets", path.join("."))));
+        if let Some((path, n)) = remove
+            .iter()
+            .find(|(r, _)| set_paths.iter().any(|s| s.starts_with(r)))
+        {
+            return Err(p.error(
+                n,
+                format!("`remove` takes away `{}`, which `set` sets", path.join(".")),
+            ));
         }
         let remove = remove.into_iter().map(|(path, _)| path).collect();
-        let j = Json { path, set, remove, create, meta };
+        let j = Json {
+            path,
+            set,
+            remove,
+            create,
+            meta,
+        };
         p.finish()?;
         Ok(Box::new(j))
     }
@@ -76,12 +102,14 @@ impl Json {
         let stat = obs.stat(0)?;
         match stat {
             Some(s) if s.kind != FileType::File => {
-                return Err(format!("{} is {}, not a regular file; leaving it alone", self.path, s.kind.describe()));
+                return Err(format!(
+                    "{} is {}, not a regular file; leaving it alone",
+                    self.path,
+                    s.kind.describe()
+                ));
             }
-            None if !self.create => return Err(format!("{} does not exist; set `create: true` to create it", self.path)),
             _ => {}
         }
-        let (want, accounts) = self.meta.resolve(obs, 2)?;
         let old = match stat {
             Some(_) => obs.read(1)?.unwrap_or_default(),
             None => &[],
@@ -92,28 +120,52 @@ impl Json {
         merge(&mut new, &self.set, &mut Vec::new(), &mut keys);
         for path in &self.remove {
             if let Some(v) = remove(&mut new, path) {
-                keys.push(Change::new(format!("key {}", path.join(".")), Some(v.to_string()), None));
+                keys.push(Change::new(
+                    format!("key {}", path.join(".")),
+                    Some(v.to_string()),
+                    None,
+                ));
             }
         }
         if stat.is_none() && new.is_empty() {
             // Keys to remove from a file that does not exist are not there.
             return Ok(None);
         }
+        if stat.is_none() && !self.create {
+            return Err(format!(
+                "{} does not exist; set `create: true` to create it",
+                self.path
+            ));
+        }
+        let (want, accounts) = self.meta.resolve(obs, 2)?;
         let new = if stat.is_none() || new != doc {
-            let text = serde_json::to_string_pretty(&J::Object(new)).map_err(|e| format!("{}: {e}", self.path))?;
+            let text = serde_json::to_string_pretty(&J::Object(new))
+                .map_err(|e| format!("{}: {e}", self.path))?;
             Some(text + "\n")
         } else {
             None
         };
-        Ok(Some(Plan { stat, old, keys, new, want, accounts }))
+        Ok(Some(Plan {
+            stat,
+            old,
+            keys,
+            new,
+            want,
+            accounts,
+        }))
     }
 }
 
 /// One item of `remove`: a top-level key, or a list of keys leading into nested objects.
 fn key_path(p: &Params, n: &Node) -> Result<Vec<String>> {
-    let bad = || p.error(n, format!("each item of `remove` must be a key or a list of keys (a path into nested objects), found {}", n.type_name()));
+    let bad = || {
+        p.error(n, format!("each item of `remove` must be a key or a list of keys (a path into nested objects), found {}", n.type_name()))
+    };
     match &n.value {
-        Value::Seq(items) if !items.is_empty() => items.iter().map(|i| i.scalar_text().ok_or_else(bad)).collect(),
+        Value::Seq(items) if !items.is_empty() => items
+            .iter()
+            .map(|i| i.scalar_text().ok_or_else(bad))
+            .collect(),
         Value::Seq(_) | Value::Map(_) | Value::Null => Err(bad()),
         _ => n.scalar_text().map(|s| vec![s]).ok_or_else(bad),
     }
@@ -138,19 +190,37 @@ fn parse(path: &str, data: &[u8]) -> Result<Map<String, J>, String> {
     if data.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());
     }
-    let invalid = |line: usize, col: usize, msg: &str| format!("{path} is not valid JSON (line {line}, column {col}: {msg}); leaving it alone");
+    let invalid = |line: usize, col: usize, msg: &str| {
+        format!("{path} is not valid JSON (line {line}, column {col}: {msg}); leaving it alone")
+    };
     match serde_json::from_slice::<J>(data) {
         Ok(J::Object(m)) => Ok(m),
         Ok(other) => {
-            let start = data.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or_default();
+            let start = data
+                .iter()
+                .position(|b| !b.is_ascii_whitespace())
+                .unwrap_or_default();
             let line = 1 + data[..start].iter().filter(|b| **b == b'\n').count();
-            let col = 1 + start - data[..start].iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-            Err(invalid(line, col, &format!("expected an object at the top level, found {}", json_type(&other))))
+            let col = 1 + start
+                - data[..start]
+                    .iter()
+                    .rposition(|b| *b == b'\n')
+                    .map_or(0, |i| i + 1);
+            Err(invalid(
+                line,
+                col,
+                &format!(
+                    "expected an object at the top level, found {}",
+                    json_type(&other)
+                ),
+            ))
         }
         Err(e) => {
             // serde_json appends the position to its message; it is given separately here.
             let text = e.to_string();
-            let msg = text.strip_suffix(&format!(" at line {} column {}", e.line(), e.column())).unwrap_or(&text);
+            let msg = text
+                .strip_suffix(&format!(" at line {} column {}", e.line(), e.column()))
+                .unwrap_or(&text);
             Err(invalid(e.line(), e.column(), msg))
         }
     }
@@ -169,14 +239,23 @@ fn json_type(v: &J) -> &'static str {
 
 /// Merges `set` into `doc`, noting a change for each key path whose value changes. Existing keys
 /// keep their place; new ones go at the end.
-fn merge(doc: &mut Map<String, J>, set: &Map<String, J>, path: &mut Vec<String>, changes: &mut Vec<Change>) {
+fn merge(
+    doc: &mut Map<String, J>,
+    set: &Map<String, J>,
+    path: &mut Vec<String>,
+    changes: &mut Vec<Change>,
+) {
     for (k, v) in set {
         path.push(k.clone());
         if let (Some(J::Object(have)), J::Object(want)) = (doc.get_mut(k), v) {
             merge(have, want, path, changes);
         } else if doc.get(k) != Some(v) {
             let before = doc.get(k).map(J::to_string);
-            changes.push(Change::new(format!("key {}", path.join(".")), before, Some(v.to_string())));
+            changes.push(Change::new(
+                format!("key {}", path.join(".")),
+                before,
+                Some(v.to_string()),
+            ));
             doc.insert(k.clone(), v.clone());
         }
         path.pop();
@@ -203,17 +282,26 @@ impl Resource for Json {
     }
 
     fn probes(&self) -> Vec<Probe> {
-        let mut v = vec![Probe::Stat(self.path.clone()), Probe::Read(self.path.clone())];
+        let mut v = vec![
+            Probe::Stat(self.path.clone()),
+            Probe::Read(self.path.clone()),
+        ];
         v.extend(self.meta.probes());
         v
     }
 
     fn diff(&self, obs: &Observed) -> Result<Vec<Change>, String> {
-        let Some(plan) = self.plan(obs)? else { return Ok(Vec::new()) };
+        let Some(plan) = self.plan(obs)? else {
+            return Ok(Vec::new());
+        };
         let mut out = Vec::new();
         match plan.stat {
             None => {
-                out.push(Change::new("state", Some("absent".into()), Some("file".into())));
+                out.push(Change::new(
+                    "state",
+                    Some("absent".into()),
+                    Some("file".into()),
+                ));
                 out.extend(Meta::creation(&plan.want, 0o644, &plan.accounts));
             }
             Some(s) => out.extend(Meta::changes(&plan.want, s, &plan.accounts)),
@@ -226,15 +314,22 @@ impl Resource for Json {
     }
 
     fn apply(&self, obs: &Observed, t: &dyn Transport) -> Result<(), String> {
-        let Some(plan) = self.plan(obs)? else { return Ok(()) };
+        let Some(plan) = self.plan(obs)? else {
+            return Ok(());
+        };
         let err = |e: std::io::Error| format!("{}: {e}", self.path);
         match (&plan.new, plan.stat) {
             (Some(new), None) => {
-                let attrs = Attrs { mode: Some(plan.want.mode.unwrap_or(0o644)), ..plan.want };
+                let attrs = Attrs {
+                    mode: Some(plan.want.mode.unwrap_or(0o644)),
+                    ..plan.want
+                };
                 t.write(&self.path, new.as_bytes(), &attrs).map_err(err)
             }
             (Some(new), Some(_)) => t.write(&self.path, new.as_bytes(), &plan.want).map_err(err),
-            (None, Some(s)) => t.set_attrs(&self.path, &Meta::fixes(&plan.want, s)).map_err(err),
+            (None, Some(s)) => t
+                .set_attrs(&self.path, &Meta::fixes(&plan.want, s))
+                .map_err(err),
             (None, None) => Ok(()),
         }
     }
@@ -245,7 +340,9 @@ mod tests {
     use std::fs;
 
     use crate::resource::Change;
-    use crate::resources::line::test_support::{build, build_err, content_diff, converge, diff, whats};
+    use crate::resources::line::test_support::{
+        build, build_err, content_diff, converge, diff, whats,
+    };
     use crate::transport::Local;
 
     const DAEMON: &str = "/etc/docker/daemon.json";
@@ -278,27 +375,44 @@ mod tests {
     #[test]
     fn nested_objects_merge_and_unmanaged_keys_keep_their_order() {
         let before = r#"{"storage-driver": "overlay2", "log-opts": {"max-file": "3", "max-size": "100m"}, "debug": false}"#;
-        let (changes, after) = run("set:\n  log-opts: {max-size: 10m}\n  icc: false\n  debug: false\n", Some(before));
+        let (changes, after) = run(
+            "set:\n  log-opts: {max-size: 10m}\n  icc: false\n  debug: false\n",
+            Some(before),
+        );
         assert_eq!(
             after,
             "{\n  \"storage-driver\": \"overlay2\",\n  \"log-opts\": {\n    \"max-file\": \"3\",\n    \"max-size\": \"10m\"\n  },\n  \
              \"debug\": false,\n  \"icc\": false\n}\n"
         );
-        assert_eq!(whats(&changes), ["key log-opts.max-size", "key icc", "content"]);
-        assert_eq!(changes[0], key("key log-opts.max-size", Some("\"100m\""), Some("\"10m\"")));
+        assert_eq!(
+            whats(&changes),
+            ["key log-opts.max-size", "key icc", "content"]
+        );
+        assert_eq!(
+            changes[0],
+            key("key log-opts.max-size", Some("\"100m\""), Some("\"10m\""))
+        );
         assert_eq!(changes[1], key("key icc", None, Some("false")));
-        assert!(content_diff(&changes).starts_with(&format!("--- {DAEMON} (now)\n+++ {DAEMON} (wanted)\n")));
+        assert!(content_diff(&changes)
+            .starts_with(&format!("--- {DAEMON} (now)\n+++ {DAEMON} (wanted)\n")));
     }
 
     #[test]
     fn a_value_that_is_not_an_object_is_replaced_whole() {
-        let (changes, after) = run("set:\n  log-opts: {max-size: 10m}\n  hosts: [unix:///run/docker.sock]\n", Some(r#"{"log-opts": "x", "hosts": ["tcp://0.0.0.0:2375"]}"#));
+        let (changes, after) = run(
+            "set:\n  log-opts: {max-size: 10m}\n  hosts: [unix:///run/docker.sock]\n",
+            Some(r#"{"log-opts": "x", "hosts": ["tcp://0.0.0.0:2375"]}"#),
+        );
         assert_eq!(after, "{\n  \"log-opts\": {\n    \"max-size\": \"10m\"\n  },\n  \"hosts\": [\n    \"unix:///run/docker.sock\"\n  ]\n}\n");
         assert_eq!(
             &changes[..2],
             [
                 key("key log-opts", Some("\"x\""), Some(r#"{"max-size":"10m"}"#)),
-                key("key hosts", Some(r#"["tcp://0.0.0.0:2375"]"#), Some(r#"["unix:///run/docker.sock"]"#)),
+                key(
+                    "key hosts",
+                    Some(r#"["tcp://0.0.0.0:2375"]"#),
+                    Some(r#"["unix:///run/docker.sock"]"#)
+                ),
             ]
         );
     }
@@ -310,14 +424,19 @@ mod tests {
         assert_eq!(after, "{\n  \"a\": 1,\n  \"log-opts\": {\n    \"max-size\": \"10m\",\n    \"z\": 0\n  },\n  \"b\": 2\n}\n");
         assert_eq!(
             &changes[..2],
-            [key("key userland-proxy", Some("true"), None), key("key log-opts.max-file", Some("\"3\""), None)]
+            [
+                key("key userland-proxy", Some("true"), None),
+                key("key log-opts.max-file", Some("\"3\""), None)
+            ]
         );
         assert_eq!(changes.len(), 3);
     }
 
     #[test]
     fn a_reformatted_but_equal_document_is_in_sync() {
-        let (_dir, t) = root(Some("{ \"log-opts\":{\"max-size\":\"10m\",\"max-file\":\"3\"},\n\t\"icc\" : false }"));
+        let (_dir, t) = root(Some(
+            "{ \"log-opts\":{\"max-size\":\"10m\",\"max-file\":\"3\"},\n\t\"icc\" : false }",
+        ));
         let res = build("json", &format!("path: {DAEMON}\nset: {{icc: false, log-opts: {{max-size: 10m}}}}\nremove: [debug]\n"), false).unwrap();
         assert_eq!(diff(res.as_ref(), &t).unwrap(), []);
     }
@@ -325,7 +444,12 @@ mod tests {
     #[test]
     fn invalid_json_is_left_alone() {
         let (_dir, t) = root(Some("{\n  \"icc\": false,\n}\n"));
-        let res = build("json", &format!("path: {DAEMON}\nset: {{icc: false}}\n"), false).unwrap();
+        let res = build(
+            "json",
+            &format!("path: {DAEMON}\nset: {{icc: false}}\n"),
+            false,
+        )
+        .unwrap();
         assert_eq!(
             diff(res.as_ref(), &t).unwrap_err(),
             "/etc/docker/daemon.json is not valid JSON (line 3, column 1: trailing comma); leaving it alone"
@@ -348,14 +472,27 @@ mod tests {
         );
 
         let (_dir, t) = root(None);
-        let res = build("json", &format!("path: {DAEMON}\nset: {{icc: false}}\ncreate: false\n"), false).unwrap();
-        assert_eq!(diff(res.as_ref(), &t).unwrap_err(), "/etc/docker/daemon.json does not exist; set `create: true` to create it");
+        let res = build(
+            "json",
+            &format!("path: {DAEMON}\nset: {{icc: false}}\ncreate: false\n"),
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            diff(res.as_ref(), &t).unwrap_err(),
+            "/etc/docker/daemon.json does not exist; set `create: true` to create it"
+        );
     }
 
     #[test]
     fn removing_from_a_missing_file_creates_nothing() {
         let (dir, t) = root(None);
-        let res = build("json", &format!("path: {DAEMON}\nremove: icc\n"), false).unwrap();
+        let res = build(
+            "json",
+            &format!("path: {DAEMON}\nremove: icc\ncreate: false\n"),
+            false,
+        )
+        .unwrap();
         assert_eq!(converge(res.as_ref(), &t, dir.path()), []);
         assert!(!dir.path().join("etc/docker/daemon.json").exists());
     }
@@ -378,25 +515,52 @@ mod tests {
 
     #[test]
     fn build_errors_point_at_the_parameter() {
-        assert_eq!(build_err("json", "path: /etc/x.json\n"), "1:1: `json` needs `set` or `remove` (with at least one key)");
-        assert_eq!(build_err("json", "path: /etc/x.json\nset: {}\n"), "1:1: `json` needs `set` or `remove` (with at least one key)");
-        assert_eq!(build_err("json", "path: /etc/x.json\nset: [a]\n"), "2:6: `set` of `json` must be a mapping of keys to values, found a list");
+        assert_eq!(
+            build_err("json", "path: /etc/x.json\n"),
+            "1:1: `json` needs `set` or `remove` (with at least one key)"
+        );
+        assert_eq!(
+            build_err("json", "path: /etc/x.json\nset: {}\n"),
+            "1:1: `json` needs `set` or `remove` (with at least one key)"
+        );
+        assert_eq!(
+            build_err("json", "path: /etc/x.json\nset: [a]\n"),
+            "2:6: `set` of `json` must be a mapping of keys to values, found a list"
+        );
         assert_eq!(
             build_err("json", "path: /etc/x.json\nremove:\n  - a\n  - {b: c}\n"),
             "4:5: each item of `remove` must be a key or a list of keys (a path into nested objects), found a mapping"
         );
         assert_eq!(
-            build_err("json", "path: /etc/x.json\nset: {log-opts: {max-size: 1m}}\nremove:\n  - [log-opts]\n"),
+            build_err(
+                "json",
+                "path: /etc/x.json\nset: {log-opts: {max-size: 1m}}\nremove:\n  - [log-opts]\n"
+            ),
             "4:5: `remove` takes away `log-opts`, which `set` sets"
         );
-        assert_eq!(build_err("json", "path: /etc/x.json\nset: {a: 1}\nremove: a\n"), "3:9: `remove` takes away `a`, which `set` sets");
-        assert_eq!(build_err("json", "path: /etc/x.json\nset: {a: 1}\nsett: 1\n"), "3:1: unknown key `sett` for `json`");
+        assert_eq!(
+            build_err("json", "path: /etc/x.json\nset: {a: 1}\nremove: a\n"),
+            "3:9: `remove` takes away `a`, which `set` sets"
+        );
+        assert_eq!(
+            build_err("json", "path: /etc/x.json\nset: {a: 1}\nsett: 1\n"),
+            "3:1: unknown key `sett` for `json`"
+        );
     }
 
     #[test]
     fn a_sibling_of_a_set_key_may_be_removed() {
-        let (changes, after) = run("set: {log-opts: {max-size: 10m}}\nremove: [[log-opts, max-file]]\n", Some(r#"{"log-opts": {"max-file": "3"}}"#));
-        assert_eq!(after, "{\n  \"log-opts\": {\n    \"max-size\": \"10m\"\n  }\n}\n");
-        assert_eq!(whats(&changes), ["key log-opts.max-size", "key log-opts.max-file", "content"]);
+        let (changes, after) = run(
+            "set: {log-opts: {max-size: 10m}}\nremove: [[log-opts, max-file]]\n",
+            Some(r#"{"log-opts": {"max-file": "3"}}"#),
+        );
+        assert_eq!(
+            after,
+            "{\n  \"log-opts\": {\n    \"max-size\": \"10m\"\n  }\n}\n"
+        );
+        assert_eq!(
+            whats(&changes),
+            ["key log-opts.max-size", "key log-opts.max-file", "content"]
+        );
     }
 }

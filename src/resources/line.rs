@@ -53,11 +53,21 @@ impl Line {
 
         for (key, given) in [("insert_after", &after), ("insert_before", &before)] {
             if !present && given.is_some() {
-                return Err(at(p, key, format!("`{key}` applies only with `state: present`")));
+                return Err(at(
+                    p,
+                    key,
+                    format!("`{key}` applies only with `state: present`"),
+                ));
             }
         }
         let anchor = match (after, before) {
-            (Some(_), Some(_)) => return Err(at(p, "insert_before", "give only one of `insert_after` and `insert_before`")),
+            (Some(_), Some(_)) => {
+                return Err(at(
+                    p,
+                    "insert_before",
+                    "give only one of `insert_after` and `insert_before`",
+                ))
+            }
             (None, None) => Anchor::Eof,
             // After the end or before the end, it is the end; likewise for the beginning.
             (Some(w), None) | (None, Some(w)) if w == "EOF" => Anchor::Eof,
@@ -66,10 +76,22 @@ impl Line {
             (None, Some(re)) => Anchor::Before(compile(p, "insert_before", &re)?),
         };
         if line.is_none() && (present || regexp.is_none()) {
-            let msg = if present { "`line` needs `line`" } else { "`line` with `state: absent` needs `line` or `regexp`" };
+            let msg = if present {
+                "`line` needs `line`"
+            } else {
+                "`line` with `state: absent` needs `line` or `regexp`"
+            };
             return Err(Error::at(p.loc(), msg));
         }
-        let l = Line { path, line, regexp, anchor, present, create, meta };
+        let l = Line {
+            path,
+            line,
+            regexp,
+            anchor,
+            present,
+            create,
+            meta,
+        };
         p.finish()?;
         Ok(Box::new(l))
     }
@@ -86,7 +108,9 @@ impl Line {
             return Ok(lines.join());
         }
         if let Some(re) = &self.regexp {
-            let matches: Vec<usize> = (0..lines.len()).filter(|&i| re.is_match(lines.body(i))).collect();
+            let matches: Vec<usize> = (0..lines.len())
+                .filter(|&i| re.is_match(lines.body(i)))
+                .collect();
             if let Some(&last) = matches.last() {
                 // Replacing one of several matches with a line the regexp does not match leaves
                 // another match for the next run to replace: it would never settle.
@@ -110,8 +134,13 @@ impl Line {
         let at = match &self.anchor {
             Anchor::Bof => 0,
             Anchor::Eof => lines.len(),
-            Anchor::After(re) => (0..lines.len()).rev().find(|&i| re.is_match(lines.body(i))).map_or(lines.len(), |i| i + 1),
-            Anchor::Before(re) => (0..lines.len()).find(|&i| re.is_match(lines.body(i))).unwrap_or(lines.len()),
+            Anchor::After(re) => (0..lines.len())
+                .rev()
+                .find(|&i| re.is_match(lines.body(i)))
+                .map_or(lines.len(), |i| i + 1),
+            Anchor::Before(re) => (0..lines.len())
+                .find(|&i| re.is_match(lines.body(i)))
+                .unwrap_or(lines.len()),
         };
         lines.insert(at, line);
         Ok(lines.join())
@@ -122,10 +151,19 @@ impl Line {
         let stat = obs.stat(0)?;
         match stat {
             Some(s) if s.kind != FileType::File => {
-                return Err(format!("{} is {}, not a regular file; leaving it alone", self.path, s.kind.describe()));
+                return Err(format!(
+                    "{} is {}, not a regular file; leaving it alone",
+                    self.path,
+                    s.kind.describe()
+                ));
             }
             None if !self.present => return Ok(None),
-            None if !self.create => return Err(format!("{} does not exist; set `create: true` to create it", self.path)),
+            None if !self.create => {
+                return Err(format!(
+                    "{} does not exist; set `create: true` to create it",
+                    self.path
+                ))
+            }
             _ => {}
         }
         let (want, accounts) = self.meta.resolve(obs, 2)?;
@@ -134,7 +172,13 @@ impl Line {
             None => &[],
         };
         let new = self.wanted(old)?;
-        Ok(Some(Plan { stat, old, new, want, accounts }))
+        Ok(Some(Plan {
+            stat,
+            old,
+            new,
+            want,
+            accounts,
+        }))
     }
 }
 
@@ -161,7 +205,11 @@ fn compile(p: &Params, key: &'static str, re: &str) -> Result<Regex> {
         let text = e.to_string();
         let last = text.lines().last().unwrap_or_default();
         let why = last.strip_prefix("error: ").unwrap_or(last);
-        at(p, key, format!("`{key}` is not a valid regular expression: {why}"))
+        at(
+            p,
+            key,
+            format!("`{key}` is not a valid regular expression: {why}"),
+        )
     })
 }
 
@@ -183,17 +231,26 @@ impl Resource for Line {
     }
 
     fn probes(&self) -> Vec<Probe> {
-        let mut v = vec![Probe::Stat(self.path.clone()), Probe::Read(self.path.clone())];
+        let mut v = vec![
+            Probe::Stat(self.path.clone()),
+            Probe::Read(self.path.clone()),
+        ];
         v.extend(self.meta.probes());
         v
     }
 
     fn diff(&self, obs: &Observed) -> Result<Vec<Change>, String> {
-        let Some(plan) = self.plan(obs)? else { return Ok(Vec::new()) };
+        let Some(plan) = self.plan(obs)? else {
+            return Ok(Vec::new());
+        };
         let mut out = Vec::new();
         match plan.stat {
             None => {
-                out.push(Change::new("state", Some("absent".into()), Some("file".into())));
+                out.push(Change::new(
+                    "state",
+                    Some("absent".into()),
+                    Some("file".into()),
+                ));
                 out.extend(Meta::creation(&plan.want, 0o644, &plan.accounts));
             }
             Some(s) => out.extend(Meta::changes(&plan.want, s, &plan.accounts)),
@@ -205,22 +262,35 @@ impl Resource for Line {
     }
 
     fn apply(&self, obs: &Observed, t: &dyn Transport) -> Result<(), String> {
-        let Some(plan) = self.plan(obs)? else { return Ok(()) };
+        let Some(plan) = self.plan(obs)? else {
+            return Ok(());
+        };
         let err = |e: std::io::Error| format!("{}: {e}", self.path);
         match plan.stat {
             None => {
-                let attrs = Attrs { mode: Some(plan.want.mode.unwrap_or(0o644)), ..plan.want };
+                let attrs = Attrs {
+                    mode: Some(plan.want.mode.unwrap_or(0o644)),
+                    ..plan.want
+                };
                 t.write(&self.path, &plan.new, &attrs).map_err(err)
             }
-            Some(_) if plan.new != plan.old => t.write(&self.path, &plan.new, &plan.want).map_err(err),
-            Some(s) => t.set_attrs(&self.path, &Meta::fixes(&plan.want, s)).map_err(err),
+            Some(_) if plan.new != plan.old => {
+                t.write(&self.path, &plan.new, &plan.want).map_err(err)
+            }
+            Some(s) => t
+                .set_attrs(&self.path, &Meta::fixes(&plan.want, s))
+                .map_err(err),
         }
     }
 }
 
 /// The "content" change of a text file edited line by line.
 pub(crate) fn content_change(path: &str, old: &[u8], new: &[u8]) -> Change {
-    let diff = text_diff(path, &String::from_utf8_lossy(old), &String::from_utf8_lossy(new));
+    let diff = text_diff(
+        path,
+        &String::from_utf8_lossy(old),
+        &String::from_utf8_lossy(new),
+    );
     Change::new("content", None, None).with_diff(diff)
 }
 
@@ -234,9 +304,15 @@ pub(crate) struct Lines {
 
 impl Lines {
     pub(crate) fn parse(data: &[u8]) -> Lines {
-        let lines: Vec<Vec<u8>> = data.split_inclusive(|b| *b == b'\n').map(<[u8]>::to_vec).collect();
+        let lines: Vec<Vec<u8>> = data
+            .split_inclusive(|b| *b == b'\n')
+            .map(<[u8]>::to_vec)
+            .collect();
         let crlf = lines.first().is_some_and(|l| l.ends_with(b"\r\n"));
-        Lines { lines, eol: if crlf { b"\r\n" } else { b"\n" } }
+        Lines {
+            lines,
+            eol: if crlf { b"\r\n" } else { b"\n" },
+        }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -288,7 +364,9 @@ impl Lines {
 }
 
 fn body(line: &[u8]) -> &[u8] {
-    line.strip_suffix(b"\r\n").or_else(|| line.strip_suffix(b"\n")).unwrap_or(line)
+    line.strip_suffix(b"\r\n")
+        .or_else(|| line.strip_suffix(b"\n"))
+        .unwrap_or(line)
 }
 
 #[cfg(test)]
@@ -319,7 +397,13 @@ pub(crate) mod test_support {
         let node = crate::yaml::parse(&Source::new("t.yml", yaml))?;
         let k = kind(kind_name).expect("known kind");
         let p = Params::new(&node, k.name)?;
-        (k.build)(&p, &BuildCtx { live, files: &NoFiles })
+        (k.build)(
+            &p,
+            &BuildCtx {
+                live,
+                files: &NoFiles,
+            },
+        )
     }
 
     /// The build error as `line:col: message`.
@@ -336,7 +420,10 @@ pub(crate) mod test_support {
     pub fn diff(res: &dyn Resource, t: &Local) -> std::result::Result<Vec<Change>, String> {
         let probes = res.probes();
         let answers = t.observe(&probes);
-        res.diff(&Observed { answers: &answers, probes: &probes })
+        res.diff(&Observed {
+            answers: &answers,
+            probes: &probes,
+        })
     }
 
     /// Diffs, applies, checks the result is in sync and that applying again writes nothing.
@@ -344,18 +431,35 @@ pub(crate) mod test_support {
     pub fn converge(res: &dyn Resource, t: &Local, root: &Path) -> Vec<Change> {
         let probes = res.probes();
         let answers = t.observe(&probes);
-        let obs = Observed { answers: &answers, probes: &probes };
+        let obs = Observed {
+            answers: &answers,
+            probes: &probes,
+        };
         let changes = res.diff(&obs).expect("diff");
         res.apply(&obs, t).expect("apply");
-        assert_eq!(diff(res, t).expect("diff after apply"), Vec::new(), "in sync after apply");
+        assert_eq!(
+            diff(res, t).expect("diff after apply"),
+            Vec::new(),
+            "in sync after apply"
+        );
 
         let inodes = |res: &dyn Resource| -> Vec<Option<u64>> {
             let rel = |p: &str| root.join(p.trim_start_matches('/'));
-            res.paths().iter().map(|p| std::fs::metadata(rel(p)).ok().map(|m| m.ino())).collect()
+            res.paths()
+                .iter()
+                .map(|p| std::fs::metadata(rel(p)).ok().map(|m| m.ino()))
+                .collect()
         };
         let before = inodes(res);
         let answers = t.observe(&probes);
-        res.apply(&Observed { answers: &answers, probes: &probes }, t).expect("second apply");
+        res.apply(
+            &Observed {
+                answers: &answers,
+                probes: &probes,
+            },
+            t,
+        )
+        .expect("second apply");
         assert_eq!(inodes(res), before, "a second apply rewrites nothing");
         changes
     }
@@ -367,7 +471,11 @@ pub(crate) mod test_support {
 
     /// The unified diff of the "content" change.
     pub fn content_diff(changes: &[Change]) -> &str {
-        changes.iter().find(|c| c.what == "content").and_then(|c| c.diff.as_deref()).expect("a content change")
+        changes
+            .iter()
+            .find(|c| c.what == "content")
+            .and_then(|c| c.diff.as_deref())
+            .expect("a content change")
     }
 }
 
@@ -407,7 +515,10 @@ mod tests {
             "path: /etc/f\nregexp: '^#?PermitRootLogin'\nline: PermitRootLogin no\n",
             Some(before),
         );
-        assert_eq!(after, "#PermitRootLogin yes\nPort 22\nPermitRootLogin no\nX11Forwarding no\n");
+        assert_eq!(
+            after,
+            "#PermitRootLogin yes\nPort 22\nPermitRootLogin no\nX11Forwarding no\n"
+        );
         assert_eq!(whats(&changes), ["content"]);
         assert_eq!(
             content_diff(&changes),
@@ -419,10 +530,19 @@ mod tests {
     #[test]
     fn a_matching_line_already_right_is_in_sync() {
         let (dir, t) = root(Some("PermitRootLogin no\nPort 22"));
-        let res = build("line", "path: /etc/f\nregexp: '^PermitRootLogin'\nline: PermitRootLogin no\n", false).unwrap();
+        let res = build(
+            "line",
+            "path: /etc/f\nregexp: '^PermitRootLogin'\nline: PermitRootLogin no\n",
+            false,
+        )
+        .unwrap();
         assert_eq!(diff(res.as_ref(), &t).unwrap(), []);
         let res = build("line", "path: /etc/f\nline: Port 22\n", false).unwrap();
-        assert_eq!(diff(res.as_ref(), &t).unwrap(), [], "the unterminated last line counts");
+        assert_eq!(
+            diff(res.as_ref(), &t).unwrap(),
+            [],
+            "the unterminated last line counts"
+        );
         drop(dir);
     }
 
@@ -431,12 +551,18 @@ mod tests {
         let (_, after) = run("path: /etc/f\nregexp: '^b'\nline: B\n", Some("a\r\nb\r\nc"));
         assert_eq!(after, "a\r\nB\r\nc");
         let (_, after) = run("path: /etc/f\nregexp: '^c'\nline: C\n", Some("a\nc"));
-        assert_eq!(after, "a\nC", "no newline is added to a line SLICE only replaced");
+        assert_eq!(
+            after, "a\nC",
+            "no newline is added to a line SLICE only replaced"
+        );
     }
 
     #[test]
     fn without_a_match_the_line_goes_at_the_end() {
-        let (_, after) = run("path: /etc/f\nregexp: '^Port'\nline: Port 2222\n", Some("a\nb\n"));
+        let (_, after) = run(
+            "path: /etc/f\nregexp: '^Port'\nline: Port 2222\n",
+            Some("a\nb\n"),
+        );
         assert_eq!(after, "a\nb\nPort 2222\n");
         let (_, after) = run("path: /etc/f\nline: x\n", Some("a\r\nb\r\n"));
         assert_eq!(after, "a\r\nb\r\nx\r\n", "a CRLF file gets a CRLF line");
@@ -457,28 +583,55 @@ mod tests {
     #[test]
     fn insert_after_the_last_match_or_before_the_first() {
         let text = "[a]\nx=1\n[b]\ny=2\n[b]\n";
-        let (_, after) = run("path: /etc/f\nline: z=3\ninsert_after: '^\\[b\\]'\n", Some(text));
+        let (_, after) = run(
+            "path: /etc/f\nline: z=3\ninsert_after: '^\\[b\\]'\n",
+            Some(text),
+        );
         assert_eq!(after, "[a]\nx=1\n[b]\ny=2\n[b]\nz=3\n");
         let (_, after) = run("path: /etc/f\nline: z=3\ninsert_after: '^x='\n", Some(text));
         assert_eq!(after, "[a]\nx=1\nz=3\n[b]\ny=2\n[b]\n");
-        let (_, after) = run("path: /etc/f\nline: z=3\ninsert_before: '^\\[b\\]'\n", Some(text));
+        let (_, after) = run(
+            "path: /etc/f\nline: z=3\ninsert_before: '^\\[b\\]'\n",
+            Some(text),
+        );
         assert_eq!(after, "[a]\nx=1\nz=3\n[b]\ny=2\n[b]\n");
-        let (_, after) = run("path: /etc/f\nline: z=3\ninsert_before: '^nothing'\n", Some(text));
-        assert_eq!(after, "[a]\nx=1\n[b]\ny=2\n[b]\nz=3\n", "no match: at the end");
-        let (_, after) = run("path: /etc/f\nline: '# managed'\ninsert_before: BOF\n", Some(text));
+        let (_, after) = run(
+            "path: /etc/f\nline: z=3\ninsert_before: '^nothing'\n",
+            Some(text),
+        );
+        assert_eq!(
+            after, "[a]\nx=1\n[b]\ny=2\n[b]\nz=3\n",
+            "no match: at the end"
+        );
+        let (_, after) = run(
+            "path: /etc/f\nline: '# managed'\ninsert_before: BOF\n",
+            Some(text),
+        );
         assert_eq!(after, "# managed\n[a]\nx=1\n[b]\ny=2\n[b]\n");
-        let (_, after) = run("path: /etc/f\nline: z=3\ninsert_after: EOF\nregexp: '^z='\n", Some(text));
+        let (_, after) = run(
+            "path: /etc/f\nline: z=3\ninsert_after: EOF\nregexp: '^z='\n",
+            Some(text),
+        );
         assert_eq!(after, "[a]\nx=1\n[b]\ny=2\n[b]\nz=3\n");
     }
 
     #[test]
     fn absent_removes_every_match() {
         let text = "a\nPermitRootLogin yes\nb\n  PermitRootLogin no\nPermitRootLogin yes";
-        let (changes, after) = run("path: /etc/f\nstate: absent\nregexp: 'PermitRootLogin'\n", Some(text));
+        let (changes, after) = run(
+            "path: /etc/f\nstate: absent\nregexp: 'PermitRootLogin'\n",
+            Some(text),
+        );
         assert_eq!(after, "a\nb\n");
         assert_eq!(whats(&changes), ["content"]);
-        let (_, after) = run("path: /etc/f\nstate: absent\nline: PermitRootLogin yes\n", Some(text));
-        assert_eq!(after, "a\nb\n  PermitRootLogin no\n", "without regexp only exact lines go");
+        let (_, after) = run(
+            "path: /etc/f\nstate: absent\nline: PermitRootLogin yes\n",
+            Some(text),
+        );
+        assert_eq!(
+            after, "a\nb\n  PermitRootLogin no\n",
+            "without regexp only exact lines go"
+        );
     }
 
     #[test]
@@ -493,14 +646,29 @@ mod tests {
     fn a_missing_file_is_an_error_unless_create() {
         let (dir, t) = root(None);
         let res = build("line", "path: /etc/f\nline: x\n", false).unwrap();
-        assert_eq!(diff(res.as_ref(), &t).unwrap_err(), "/etc/f does not exist; set `create: true` to create it");
+        assert_eq!(
+            diff(res.as_ref(), &t).unwrap_err(),
+            "/etc/f does not exist; set `create: true` to create it"
+        );
 
-        let res = build("line", "path: /etc/f\nline: x\ncreate: true\nmode: '0600'\n", false).unwrap();
+        let res = build(
+            "line",
+            "path: /etc/f\nline: x\ncreate: true\nmode: '0600'\n",
+            false,
+        )
+        .unwrap();
         let changes = converge(res.as_ref(), &t, dir.path());
         assert_eq!(whats(&changes), ["state", "mode", "content"]);
-        assert_eq!((changes[1].before.as_deref(), changes[1].after.as_deref()), (None, Some("0600")));
+        assert_eq!(
+            (changes[1].before.as_deref(), changes[1].after.as_deref()),
+            (None, Some("0600"))
+        );
         assert_eq!(file(&dir), "x\n");
-        let mode = std::os::unix::fs::PermissionsExt::mode(&fs::metadata(dir.path().join("etc/f")).unwrap().permissions());
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &fs::metadata(dir.path().join("etc/f"))
+                .unwrap()
+                .permissions(),
+        );
         assert_eq!(mode & 0o7777, 0o600);
     }
 
@@ -518,16 +686,31 @@ mod tests {
         let (dir, t) = root(None);
         fs::create_dir(dir.path().join("etc/f")).unwrap();
         let res = build("line", "path: /etc/f\nline: x\n", false).unwrap();
-        assert_eq!(diff(res.as_ref(), &t).unwrap_err(), "/etc/f is a directory, not a regular file; leaving it alone");
+        assert_eq!(
+            diff(res.as_ref(), &t).unwrap_err(),
+            "/etc/f is a directory, not a regular file; leaving it alone"
+        );
     }
 
     #[test]
     fn a_replacement_that_would_never_settle_is_refused() {
-        let (_dir, t) = root(Some("PasswordAuthentication yes\nPasswordAuthentication yes\n"));
-        let res = build("line", "path: /etc/f\nregexp: 'yes$'\nline: PasswordAuthentication no\n", false).unwrap();
-        assert!(diff(res.as_ref(), &t).unwrap_err().starts_with("`regexp` matches 2 lines of /etc/f but not `line` itself"));
+        let (_dir, t) = root(Some(
+            "PasswordAuthentication yes\nPasswordAuthentication yes\n",
+        ));
+        let res = build(
+            "line",
+            "path: /etc/f\nregexp: 'yes$'\nline: PasswordAuthentication no\n",
+            false,
+        )
+        .unwrap();
+        assert!(diff(res.as_ref(), &t)
+            .unwrap_err()
+            .starts_with("`regexp` matches 2 lines of /etc/f but not `line` itself"));
         // One match is fine: once replaced, the exact line is there.
-        let (_, after) = run("path: /etc/f\nregexp: 'yes$'\nline: PasswordAuthentication no\n", Some("PasswordAuthentication yes\n"));
+        let (_, after) = run(
+            "path: /etc/f\nregexp: 'yes$'\nline: PasswordAuthentication no\n",
+            Some("PasswordAuthentication yes\n"),
+        );
         assert_eq!(after, "PasswordAuthentication no\n");
     }
 
@@ -537,25 +720,52 @@ mod tests {
         fs::write(dir.path().join("etc/f"), b"\xff\xfe\nold\n").unwrap();
         let res = build("line", "path: /etc/f\nregexp: '^old'\nline: new\n", false).unwrap();
         converge(res.as_ref(), &t, dir.path());
-        assert_eq!(fs::read(dir.path().join("etc/f")).unwrap(), b"\xff\xfe\nnew\n");
+        assert_eq!(
+            fs::read(dir.path().join("etc/f")).unwrap(),
+            b"\xff\xfe\nnew\n"
+        );
     }
 
     #[test]
     fn build_errors_point_at_the_parameter() {
-        assert_eq!(build_err("line", "path: /etc/f\nline: x\nregexp: '('\n"), "3:10: `regexp` is not a valid regular expression: unclosed group");
         assert_eq!(
-            build_err("line", "path: /etc/f\nline: x\ninsert_after: a\ninsert_before: b\n"),
+            build_err("line", "path: /etc/f\nline: x\nregexp: '('\n"),
+            "3:10: `regexp` is not a valid regular expression: unclosed group"
+        );
+        assert_eq!(
+            build_err(
+                "line",
+                "path: /etc/f\nline: x\ninsert_after: a\ninsert_before: b\n"
+            ),
             "4:16: give only one of `insert_after` and `insert_before`"
         );
-        assert_eq!(build_err("line", "path: /etc/f\nregexp: x\n"), "1:1: `line` needs `line`");
-        assert_eq!(build_err("line", "path: /etc/f\nstate: absent\n"), "1:1: `line` with `state: absent` needs `line` or `regexp`");
-        assert_eq!(build_err("line", "path: /etc/f\nline: \"a\\nb\"\n"), "2:8: `line` must be a single line");
         assert_eq!(
-            build_err("line", "path: /etc/f\nstate: absent\nline: x\ninsert_after: y\n"),
+            build_err("line", "path: /etc/f\nregexp: x\n"),
+            "1:1: `line` needs `line`"
+        );
+        assert_eq!(
+            build_err("line", "path: /etc/f\nstate: absent\n"),
+            "1:1: `line` with `state: absent` needs `line` or `regexp`"
+        );
+        assert_eq!(
+            build_err("line", "path: /etc/f\nline: \"a\\nb\"\n"),
+            "2:8: `line` must be a single line"
+        );
+        assert_eq!(
+            build_err(
+                "line",
+                "path: /etc/f\nstate: absent\nline: x\ninsert_after: y\n"
+            ),
             "4:15: `insert_after` applies only with `state: present`"
         );
-        assert_eq!(build_err("line", "path: /etc/f\nline: x\ncreat: true\n"), "3:1: unknown key `creat` for `line`");
-        assert_eq!(build_err("line", "path: etc/f\nline: x\n"), "1:7: `path` must be an absolute path, found `etc/f`");
+        assert_eq!(
+            build_err("line", "path: /etc/f\nline: x\ncreat: true\n"),
+            "3:1: unknown key `creat` for `line`"
+        );
+        assert_eq!(
+            build_err("line", "path: etc/f\nline: x\n"),
+            "1:7: `path` must be an absolute path, found `etc/f`"
+        );
     }
 
     #[test]
