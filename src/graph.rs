@@ -192,29 +192,36 @@ fn topo_order(g: &DiGraph<usize, Why>) -> std::result::Result<Vec<usize>, Vec<us
     ))
 }
 
-/// Walks edges inside the component from its lowest node until it comes back: the cycle in order.
+/// The shortest cycle through the component's lowest node, found breadth-first.
 fn cycle_path(g: &DiGraph<usize, Why>, scc: &[usize]) -> Vec<usize> {
     let Some(&start) = scc.iter().min() else {
         return Vec::new();
     };
-    let mut path = vec![start];
-    let mut cur = start;
-    loop {
-        let next = g
+    let mut parent: HashMap<usize, usize> = HashMap::new();
+    let mut queue = std::collections::VecDeque::from([start]);
+    while let Some(cur) = queue.pop_front() {
+        let mut next: Vec<usize> = g
             .neighbors_directed(NodeIndex::new(cur), petgraph::Direction::Outgoing)
             .map(NodeIndex::index)
             .filter(|n| scc.contains(n))
-            .min_by_key(|n| (*n != start, path.contains(n), *n));
-        match next {
-            Some(n) if n == start || path.contains(&n) => break,
-            Some(n) => {
-                path.push(n);
-                cur = n;
+            .collect();
+        next.sort_unstable();
+        for n in next {
+            if n == start {
+                let mut path = vec![cur];
+                while let Some(&p) = parent.get(path.last().unwrap_or(&start)) {
+                    path.push(p);
+                }
+                path.reverse();
+                return path;
             }
-            None => break,
+            if n != start && !parent.contains_key(&n) {
+                parent.insert(n, cur);
+                queue.push_back(n);
+            }
         }
     }
-    path
+    vec![start]
 }
 
 fn cycle_error(
@@ -248,4 +255,53 @@ fn cycle_error(
         ));
     }
     e.with_help("remove one of these orderings")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn graph(n: usize, edges: &[(usize, usize)]) -> DiGraph<usize, Why> {
+        let mut g = DiGraph::new();
+        for i in 0..n {
+            g.add_node(i);
+        }
+        for &(a, b) in edges {
+            g.add_edge(NodeIndex::new(a), NodeIndex::new(b), Why::After);
+        }
+        g
+    }
+
+    #[test]
+    fn ready_tasks_run_in_written_order() {
+        // 3 must wait for 0; 1 and 2 have no constraints and keep their places.
+        let g = graph(4, &[(3, 0)]);
+        assert_eq!(topo_order(&g).unwrap(), vec![1, 2, 3, 0]);
+        let g = graph(5, &[(4, 1), (0, 4)]);
+        assert_eq!(topo_order(&g).unwrap(), vec![0, 2, 3, 4, 1]);
+    }
+
+    #[test]
+    fn a_cycle_is_returned_in_order_without_bystanders() {
+        // 0 → 1 → 2 → 0, with 3 hanging off the cycle and 4 independent.
+        let g = graph(5, &[(0, 1), (1, 2), (2, 0), (2, 3)]);
+        assert_eq!(topo_order(&g).unwrap_err(), vec![0, 1, 2]);
+        let g = graph(2, &[(1, 1)]);
+        assert_eq!(topo_order(&g).unwrap_err(), vec![1]);
+    }
+
+    #[test]
+    fn the_cycle_path_follows_edges_inside_the_component() {
+        // Component {1, 2, 3} with a chord: 1 → 3 → 2 → 1 and 1 → 2.
+        let g = graph(4, &[(1, 2), (1, 3), (3, 2), (2, 1)]);
+        let cycle = topo_order(&g).unwrap_err();
+        assert_eq!(cycle[0], 1);
+        for (k, &a) in cycle.iter().enumerate() {
+            let b = cycle[(k + 1) % cycle.len()];
+            assert!(
+                g.contains_edge(NodeIndex::new(a), NodeIndex::new(b)),
+                "{cycle:?}"
+            );
+        }
+    }
 }
