@@ -101,20 +101,12 @@ impl Resource for Directory {
         let (want, accounts) = self.meta.resolve(obs, 1)?;
         match stat {
             None => {
-                let mut v = vec![Change::new(
-                    "state",
-                    Some("absent".into()),
-                    Some("directory".into()),
-                )];
+                let mut v = Meta::presence(None, "directory", &want, &accounts);
                 let missing = self.missing_parents(obs)?;
                 if !missing.is_empty() {
-                    v.push(Change::new(
-                        "parent directories",
-                        None,
-                        Some(missing.join(", ")),
-                    ));
+                    let parents = Change::new("parent directories", None, Some(missing.join(", ")));
+                    v.insert(1, parents);
                 }
-                v.extend(Meta::creation(&want, 0o755, &accounts));
                 Ok(v)
             }
             Some(s) if s.kind == FileType::Dir => Ok(Meta::changes(&want, s, &accounts)),

@@ -128,22 +128,11 @@ impl Resource for File {
         }
         let (want, accounts) = self.meta.resolve(obs, 2)?;
         let mut out = Vec::new();
-        match stat {
-            None => {
-                out.push(Change::new(
-                    "state",
-                    Some("absent".into()),
-                    Some("file".into()),
-                ));
-                out.extend(Meta::creation(&want, 0o644, &accounts));
-                out.extend(self.content_change(None, self.content.as_deref().unwrap_or_default()));
-            }
-            Some(s) => {
-                out.extend(Meta::changes(&want, s, &accounts));
-                if let Some(c) = &self.content {
-                    out.extend(self.content_change(obs.read(1)?, c));
-                }
-            }
+        out.extend(Meta::presence(stat, "file", &want, &accounts));
+        match (stat, &self.content) {
+            (None, c) => out.extend(self.content_change(None, c.as_deref().unwrap_or_default())),
+            (Some(_), Some(c)) => out.extend(self.content_change(obs.read(1)?, c)),
+            (Some(_), None) => {}
         }
         Ok(out)
     }

@@ -282,12 +282,7 @@ impl Resource for Json {
     }
 
     fn probes(&self) -> Vec<Probe> {
-        let mut v = vec![
-            Probe::Stat(self.path.clone()),
-            Probe::Read(self.path.clone()),
-        ];
-        v.extend(self.meta.probes());
-        v
+        self.meta.file_probes(&self.path)
     }
 
     fn diff(&self, obs: &Observed) -> Result<Vec<Change>, String> {
@@ -295,17 +290,12 @@ impl Resource for Json {
             return Ok(Vec::new());
         };
         let mut out = Vec::new();
-        match plan.stat {
-            None => {
-                out.push(Change::new(
-                    "state",
-                    Some("absent".into()),
-                    Some("file".into()),
-                ));
-                out.extend(Meta::creation(&plan.want, 0o644, &plan.accounts));
-            }
-            Some(s) => out.extend(Meta::changes(&plan.want, s, &plan.accounts)),
-        }
+        out.extend(Meta::presence(
+            plan.stat,
+            "file",
+            &plan.want,
+            &plan.accounts,
+        ));
         out.extend(plan.keys);
         if let Some(new) = &plan.new {
             out.push(content_change(&self.path, plan.old, new.as_bytes()));

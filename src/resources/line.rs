@@ -231,12 +231,7 @@ impl Resource for Line {
     }
 
     fn probes(&self) -> Vec<Probe> {
-        let mut v = vec![
-            Probe::Stat(self.path.clone()),
-            Probe::Read(self.path.clone()),
-        ];
-        v.extend(self.meta.probes());
-        v
+        self.meta.file_probes(&self.path)
     }
 
     fn diff(&self, obs: &Observed) -> Result<Vec<Change>, String> {
@@ -244,17 +239,12 @@ impl Resource for Line {
             return Ok(Vec::new());
         };
         let mut out = Vec::new();
-        match plan.stat {
-            None => {
-                out.push(Change::new(
-                    "state",
-                    Some("absent".into()),
-                    Some("file".into()),
-                ));
-                out.extend(Meta::creation(&plan.want, 0o644, &plan.accounts));
-            }
-            Some(s) => out.extend(Meta::changes(&plan.want, s, &plan.accounts)),
-        }
+        out.extend(Meta::presence(
+            plan.stat,
+            "file",
+            &plan.want,
+            &plan.accounts,
+        ));
         if plan.new != plan.old {
             out.push(content_change(&self.path, plan.old, &plan.new));
         }

@@ -112,8 +112,39 @@ impl Meta {
         }
     }
 
+    /// Probes for a file whose contents a resource edits: stat and read of the path, then the
+    /// account databases (so `Meta::resolve` takes its answers from index 2).
+    pub fn file_probes(&self, path: &str) -> Vec<Probe> {
+        let mut v = vec![Probe::Stat(path.to_string()), Probe::Read(path.to_string())];
+        v.extend(self.probes());
+        v
+    }
+
+    /// What differs in a path's existence and attributes: its creation as `what` (`file`,
+    /// `directory`), or the attributes that differ on the existing path.
+    pub fn presence(
+        stat: Option<&Stat>,
+        what: &str,
+        want: &Attrs,
+        accounts: &Accounts,
+    ) -> Vec<Change> {
+        match stat {
+            Some(s) => Meta::changes(want, s, accounts),
+            None => {
+                let default_mode = if what == "directory" { 0o755 } else { 0o644 };
+                let mut v = vec![Change::new(
+                    "state",
+                    Some("absent".into()),
+                    Some(what.into()),
+                )];
+                v.extend(Meta::creation(want, default_mode, accounts));
+                v
+            }
+        }
+    }
+
     /// Changes to report for a path that does not exist yet.
-    pub fn creation(want: &Attrs, default_mode: u32, accounts: &Accounts) -> Vec<Change> {
+    fn creation(want: &Attrs, default_mode: u32, accounts: &Accounts) -> Vec<Change> {
         let mut out = vec![Change::new(
             "mode",
             None,

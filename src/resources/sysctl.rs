@@ -221,14 +221,10 @@ impl Resource for Sysctl {
         let plan = self.plan(obs)?;
         let mut out = Vec::new();
         if plan.stat.is_none() {
-            out.push(Change::new(
-                "state",
-                Some("absent".into()),
-                Some("file".into()),
-            ));
-            out.extend(Meta::creation(
+            out.extend(Meta::presence(
+                None,
+                "file",
                 &Attrs::default(),
-                0o644,
                 &Accounts::default(),
             ));
         }
