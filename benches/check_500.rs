@@ -11,7 +11,8 @@
 //! stdin, stdout and stderr on /dev/null; its wall time is taken around spawn and `wait4`, and its
 //! peak RSS is the `ru_maxrss` that `wait4` reports for that one child.
 //!
-//! Run with `cargo bench --bench check_500`.
+//! Run with `cargo bench --bench check_500`; with `SLICE_BENCH_KEEP=1` set, the temp dir (the
+//! playbook and the roots) is kept and its path printed.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -316,6 +317,9 @@ fn main() {
             rss_bytes / AIM_RSS_BYTES,
             codes
         );
+    }
+    if std::env::var_os("SLICE_BENCH_KEEP").is_some() {
+        println!("kept for inspection: {}", tmp.keep().display());
     }
     println!(
         "\naims: {AIM_MS} ms wall, {} MB peak RSS (ratios are median / aim; > 1 misses the aim); \
