@@ -233,10 +233,10 @@ fn cycle_error(
     let first = def(pb, cycle[0]).0;
     let mut e = Error::at(
         &first.loc,
-        format!(
-            "these {} tasks depend on each other in a cycle",
-            cycle.len()
-        ),
+        match cycle.len() {
+            1 => format!("task `{}` must run after itself", first.name),
+            n => format!("these {n} tasks depend on each other in a cycle"),
+        },
     );
     for (k, &i) in cycle.iter().enumerate() {
         let next = cycle[(k + 1) % cycle.len()];

@@ -289,7 +289,10 @@ impl<'a> Params<'a> {
             Ok(m) if m <= 0o7777 && !digits.is_empty() => Ok(Some(m)),
             _ => Err(self.error(
                 n,
-                format!("`{key}` must be an octal mode such as \"0644\", found `{text}`"),
+                format!(
+                    "`{key}` of `{}` must be an octal mode such as \"0644\", found `{text}`",
+                    self.kind
+                ),
             )),
         }
     }
@@ -369,10 +372,21 @@ pub fn normalize(path: &str) -> String {
     out
 }
 
+/// Texts larger than this (both sides together) are not diffed line by line.
+const MAX_DIFF_INPUT: usize = 1 << 20;
+
 /// A unified diff of two texts, labelled with the path; `None` when they are equal.
 pub fn text_diff(path: &str, before: &str, after: &str) -> Option<String> {
     if before == after {
         return None;
+    }
+    if before.len() + after.len() > MAX_DIFF_INPUT {
+        // A diff of this size helps nobody and costs seconds; say what changed instead.
+        return Some(format!(
+            "--- {path} (now)\n+++ {path} (wanted)\n(contents differ: {} → {} bytes; too large to show)\n",
+            before.len(),
+            after.len()
+        ));
     }
     let diff = similar::TextDiff::from_lines(before, after);
     let mut out = diff
@@ -433,5 +447,16 @@ mod tests {
         let p = Params::new(&n, "file").unwrap();
         assert!(p.path("a").unwrap_err().message.contains("absolute"));
         assert_eq!(p.path("b").unwrap(), "/etc/docker");
+    }
+
+    #[test]
+    fn large_texts_are_summarised_not_diffed() {
+        let big = "x\n".repeat(MAX_DIFF_INPUT);
+        let d = text_diff("/f", "", &big).unwrap();
+        assert_eq!(d, format!("--- /f (now)\n+++ /f (wanted)\n(contents differ: 0 → {} bytes; too large to show)\n", big.len()));
+        assert_eq!(
+            text_diff("/f", "a\n", "b\n").unwrap(),
+            "--- /f (now)\n+++ /f (wanted)\n@@ -1 +1 @@\n-a\n+b\n"
+        );
     }
 }

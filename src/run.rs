@@ -297,10 +297,10 @@ fn validate(a: &RunArgs) -> Result<i32> {
             .filter_map(|s| s.module.as_deref())
             .collect();
     let text = format!(
-        "{}: valid ({} tasks, {} handlers{})\n",
+        "{}: valid ({}, {}{})\n",
         p.pb.source.name,
-        p.pb.tasks.len(),
-        p.pb.handlers.len(),
+        report::human::plural(p.pb.tasks.len(), "task"),
+        report::human::plural(p.pb.handlers.len(), "handler"),
         if modules.is_empty() {
             String::new()
         } else {

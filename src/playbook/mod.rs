@@ -275,8 +275,29 @@ impl Loader {
             self.tasks.push(task);
         }
         for h in seq(handlers, "handlers")?.unwrap_or_default() {
-            let handler = parse_task(h, scope, prefix.as_deref(), true)?;
-            self.handlers.push(handler);
+            // Handlers share one namespace: `restart docker` is one handler, whoever notifies
+            // it, so it runs once. The playbook's own definition replaces a module's.
+            let handler = parse_task(h, scope, None, true)?;
+            let same = self
+                .handlers
+                .iter()
+                .position(|(d, _)| d.name == handler.0.name);
+            match same {
+                None => self.handlers.push(handler),
+                Some(i) if scope == 0 && self.handlers[i].0.scope != 0 => {
+                    self.handlers[i] = handler
+                }
+                // Another module's handler of that name: the first definition serves both.
+                Some(_) if scope != 0 => {}
+                Some(i) => {
+                    let first = &self.handlers[i].0;
+                    return Err(Error::at(
+                        &handler.0.loc,
+                        format!("duplicate handler name `{}`", first.name),
+                    )
+                    .with_note(format!("first used at {}", first.loc.short())));
+                }
+            }
         }
         Ok(())
     }
@@ -381,8 +402,13 @@ fn parse_task(
         .ok_or_else(|| Error::at(&node.loc, format!("{what} needs a `name`")))?;
     let local_name = name_node
         .scalar_text()
-        .filter(|s| !s.trim().is_empty())
-        .ok_or_else(|| type_error("name", name_node, "a non-empty string"))?;
+        .ok_or_else(|| type_error("name", name_node, "a string"))?;
+    if local_name.trim().is_empty() {
+        return Err(Error::at(
+            &name_node.loc,
+            format!("the name of {what} must not be empty"),
+        ));
+    }
     let Some((kind, _, params)) = kind else {
         return Err(Error::at(
             &name_node.loc,

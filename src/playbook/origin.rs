@@ -39,9 +39,12 @@ impl Origin {
         match self {
             Origin::Disk(dir) => {
                 let p = dir.join(rel);
+                // Read the path as given (a symbolic link may make `..` mean something else);
+                // only the name shown is tidied.
+                let name = tidy(&p).display().to_string();
                 std::fs::read(&p)
-                    .map(|d| (p.display().to_string(), d))
-                    .map_err(|e| fail(format!("cannot read {}: {e}", p.display())))
+                    .map(|d| (name.clone(), d))
+                    .map_err(|e| fail(format!("cannot read {name}: {e}")))
             }
             Origin::Builtin(top, dir) => {
                 let path = dir.path().join(rel);
@@ -78,6 +81,26 @@ pub fn builtin_playbook_names() -> Vec<&'static str> {
         .collect()
 }
 
+/// Removes `.` and folds `dir/..` without touching the disk, so paths in messages read well:
+/// `./playbooks/../modules/x` becomes `modules/x`.
+pub fn tidy(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out: Vec<Component> = Vec::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir if matches!(out.last(), Some(Component::Normal(_))) => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    if out.is_empty() {
+        return PathBuf::from(".");
+    }
+    out.iter().collect()
+}
+
 /// Finds `<name>/module.yml`: first in the given folders, then among the built-in modules.
 pub fn find_module(name: &str, search: &[PathBuf]) -> Option<Origin> {
     search
@@ -96,4 +119,20 @@ pub fn builtin_module_names() -> Vec<&'static str> {
         .dirs()
         .filter_map(|d| d.path().to_str())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tidy_folds_dots_lexically() {
+        assert_eq!(
+            tidy(Path::new("./playbooks/../modules/x")),
+            PathBuf::from("modules/x")
+        );
+        assert_eq!(tidy(Path::new("../modules")), PathBuf::from("../modules"));
+        assert_eq!(tidy(Path::new("/a/./b/../c")), PathBuf::from("/a/c"));
+        assert_eq!(tidy(Path::new("./")), PathBuf::from("."));
+    }
 }

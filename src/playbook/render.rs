@@ -271,7 +271,15 @@ impl<'a> Renderer<'a> {
                     let mut err =
                         self.undefined(&whole, &src.text, vars, &tmpl.undeclared_variables(true));
                     if let Some(line) = e.line() {
-                        err.loc = Some(line_loc(src, line));
+                        // The undefined name, searched for on the line minijinja names.
+                        let whole = line_loc(src, line);
+                        let name = err
+                            .message
+                            .split('`')
+                            .nth(1)
+                            .unwrap_or_default()
+                            .to_string();
+                        err.loc = Some(locate(&whole, &name, whole.width * 4).unwrap_or(whole));
                     }
                     err
                 } else {
@@ -310,14 +318,12 @@ impl<'a> Renderer<'a> {
                 format!("undefined value in template `{}`", text.trim()),
             );
         };
-        let mut loc = node.loc.clone();
         let top = name.split('.').next().unwrap_or(name);
-        if let Some(off) = text.find(top) {
-            if !text[..off].contains('\n') {
-                loc.col += text[..off].chars().count();
-                loc.width = name.chars().count();
-            }
-        }
+        // Search the source, not the parsed text: escapes and block scalars shift columns.
+        let window = text.len() * 2 + 256;
+        let loc = locate(&node.loc, name, window)
+            .or_else(|| locate(&node.loc, top, window))
+            .unwrap_or_else(|| node.loc.clone());
         let e = Error::at(&loc, format!("undefined variable `{name}`"));
         // Suggest a sibling of the first missing part: `facts.os_idd` → `facts.os_id`.
         let parent = name
@@ -387,6 +393,59 @@ fn line_loc(src: &Arc<Source>, line: usize) -> Loc {
             .nth(line.saturating_sub(1))
             .map_or(1, |l| l.chars().count().max(1)),
     }
+}
+
+/// Finds `name` used inside a `{{ }}` or `{% %}` in the source, at most `window` bytes after
+/// `start`: where the caret should point.
+fn locate(start: &Loc, name: &str, window: usize) -> Option<Loc> {
+    if name.is_empty() {
+        return None;
+    }
+    let text = &start.src.text;
+    let skip = start.line.checked_sub(1)?;
+    let line_start: usize = text.split_inclusive('\n').take(skip).map(str::len).sum();
+    let col_byte = text
+        .get(line_start..)?
+        .char_indices()
+        .nth(start.col.saturating_sub(1))?
+        .0;
+    let from = line_start + col_byte;
+    let mut end = (from + window).min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let hay = text.get(from..end)?;
+    let ident = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.');
+    let mut in_expr = false;
+    for (i, _) in hay.char_indices() {
+        let rest = &hay[i..];
+        if rest.starts_with("{{") || rest.starts_with("{%") {
+            in_expr = true;
+        } else if rest.starts_with("}}") || rest.starts_with("%}") {
+            in_expr = false;
+        } else if in_expr
+            && rest.starts_with(name)
+            && !ident(hay[..i].chars().next_back())
+            && !ident(rest[name.len()..].chars().next())
+        {
+            let before = &hay[..i];
+            let (line, col) = match before.rfind('\n') {
+                Some(nl) => (
+                    start.line + before.matches('\n').count(),
+                    before[nl + 1..].chars().count() + 1,
+                ),
+                None => (start.line, start.col + before.chars().count()),
+            };
+            let width = name.chars().count();
+            return Some(Loc {
+                src: start.src.clone(),
+                line,
+                col,
+                width,
+            });
+        }
+    }
+    None
 }
 
 /// Follows a dotted path (`facts.os_id`) through the variables.

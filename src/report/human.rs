@@ -101,7 +101,7 @@ fn task(out: &mut String, mode: Mode, t: &TaskReport, style: &Style) {
 }
 
 fn host_summary(out: &mut String, h: &HostReport, style: &Style) {
-    let mut parts = vec![format!("{} tasks", h.tasks.len())];
+    let mut parts = vec![plural(h.tasks.len(), "task")];
     let counts = match h.mode {
         Mode::Check => [
             ("pass", Status::Pass),
@@ -129,4 +129,13 @@ fn host_summary(out: &mut String, h: &HostReport, style: &Style) {
         parts.join(", "),
         h.total_time.as_secs_f64() * 1e3
     );
+}
+
+/// `1 task`, `2 tasks`.
+pub fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("{n} {word}")
+    } else {
+        format!("{n} {word}s")
+    }
 }

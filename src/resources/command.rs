@@ -53,9 +53,9 @@ impl Resource for Command {
             return Ok(Vec::new());
         }
         let why = match (&self.creates, &self.unless) {
-            (Some(c), _) => format!("would run ({c} does not exist)"),
-            (None, Some(_)) => "would run (`unless` failed)".to_string(),
-            (None, None) => "would run (no guard: cannot tell whether it is needed)".to_string(),
+            (Some(c), _) => format!("run ({c} does not exist)"),
+            (None, Some(_)) => "run (`unless` failed)".to_string(),
+            (None, None) => "run (no guard: cannot tell whether it is needed)".to_string(),
         };
         Ok(vec![Change::new(why, None, Some(self.run.clone()))])
     }
