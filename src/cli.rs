@@ -11,7 +11,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     about = "Declarative hardening for Docker container hosts: report drift, apply a playbook",
     after_help = "Without a PLAYBOOK, SLICE uses its built-in container-host.yml.\n\
                   Exit codes: 0 in sync / success, 1 could not start, 2 drift (check) or changes \
-                  (apply --detailed-exitcodes), 4 task failures, 6 both."
+                  (apply --detailed-exitcodes), 4 task or host failures, 6 both.\n\
+                  Environment: SLICE_BECOME_PASSWORD (sudo password), SLICE_SSH_PASSPHRASE (key passphrase)."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -58,6 +59,38 @@ pub struct RunArgs {
     /// Run only tasks at this level or stronger: must, should (must + should), can (all).
     #[arg(long, value_parser = ["must", "should", "can"])]
     pub level: Option<String>,
+
+    /// Work on the hosts of this Ansible YAML inventory, over SSH.
+    #[arg(short = 'i', long, value_name = "FILE", conflicts_with = "root")]
+    pub inventory: Option<PathBuf>,
+
+    /// Only these inventory hosts or groups: names, globs, `!exclude`, `&intersect`, comma-separated.
+    #[arg(short = 'l', long, value_name = "PATTERN", requires = "inventory")]
+    pub limit: Option<String>,
+
+    /// How many hosts to work on at once.
+    #[arg(short = 'f', long, default_value_t = 20, value_parser = clap::value_parser!(u16).range(1..))]
+    pub forks: u16,
+
+    /// Record the host key of a host seen for the first time (a changed key is always refused).
+    #[arg(long)]
+    pub accept_new_host_keys: bool,
+
+    /// An ssh_config file to read instead of ~/.ssh/config.
+    #[arg(long, value_name = "FILE")]
+    pub ssh_config: Option<PathBuf>,
+
+    /// Seconds to wait for a host to accept the connection.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub connect_timeout: u64,
+
+    /// Seconds any one remote command may take.
+    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+    pub command_timeout: u64,
+
+    /// Seconds to wait for another SLICE run on the same host to finish.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub lock_wait: u64,
 
     /// Look for modules in this folder first (repeatable).
     #[arg(long = "module-path", value_name = "DIR")]

@@ -1,8 +1,9 @@
 //! Runs one host's graph: observe, diff, and in apply mode apply, verify and run handlers.
 //!
-//! Check mode observes every task in one batch and stops at the diff. Apply mode walks the graph
-//! in order; each task observes just before it applies, so it sees what earlier tasks did, and is
-//! observed again afterwards: a task whose diff is not empty then has failed to converge.
+//! Both modes first observe every task of the host in one batch. Check mode stops at the diff.
+//! Apply mode walks the graph in order; a task whose answers an earlier change may have made
+//! stale observes again before it applies, and every changed task is observed once more
+//! afterwards: a task whose diff is then not empty has failed to converge.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -95,21 +96,20 @@ pub fn run(
     selected.extend(handlers);
     let deselected = selected.iter().filter(|s| !**s).count();
 
-    let mut observe_time = Duration::ZERO;
     // Check mode: one batch for the whole host.
-    let batch = (mode == Mode::Check).then(|| {
-        let t0 = Instant::now();
-        let b = Batch::observe(
-            t,
-            graph
-                .order
-                .iter()
-                .filter(|&&i| selected[i])
-                .filter_map(|&i| rendered[i].resource.as_deref()),
-        );
-        observe_time = t0.elapsed();
-        b
-    });
+    // One batch for the whole host, in both modes: over SSH that is one round trip. Apply mode
+    // observes a task again only when an earlier change may have made its answers stale.
+    let t0 = Instant::now();
+    let batch = Batch::observe(
+        t,
+        graph
+            .order
+            .iter()
+            .filter(|&&i| selected[i])
+            .filter_map(|&i| rendered[i].resource.as_deref()),
+    );
+    let observe_time = t0.elapsed();
+    let mut dirty = Dirty::default();
 
     let mut reports: Vec<TaskReport> = Vec::new();
     let mut status: Vec<Option<Status>> = vec![None; rendered.len()];
@@ -156,9 +156,9 @@ pub fn run(
         match (&rendered[i].resource, blocked) {
             (None, _) => report.message = rendered[i].skip.clone(),
             (Some(_), Some(why)) => report.message = Some(why),
-            (Some(res), None) => match &batch {
-                Some(b) => b.diff(res.as_ref(), &mut report),
-                None => apply_one(res.as_ref(), t, &mut report),
+            (Some(res), None) => match mode {
+                Mode::Check => batch.diff(res.as_ref(), &mut report),
+                Mode::Apply => apply_one(res.as_ref(), t, &batch, &mut dirty, &mut report),
             },
         }
         report.duration = t0.elapsed();
@@ -199,9 +199,9 @@ impl Batch {
         Batch { index, answers }
     }
 
-    fn diff(&self, res: &dyn Resource, report: &mut TaskReport) {
-        let probes = res.probes();
-        let answers: Vec<Answer> = probes
+    /// The batch's answers to these probes.
+    fn answers(&self, probes: &[Probe]) -> Vec<Answer> {
+        probes
             .iter()
             .map(
                 |p| match self.index.get(p).and_then(|&k| self.answers.get(k)) {
@@ -209,7 +209,12 @@ impl Batch {
                     None => Answer::Failed("not observed".into()),
                 },
             )
-            .collect();
+            .collect()
+    }
+
+    fn diff(&self, res: &dyn Resource, report: &mut TaskReport) {
+        let probes = res.probes();
+        let answers = self.answers(&probes);
         let obs = Observed {
             answers: &answers,
             probes: &probes,
@@ -237,9 +242,54 @@ fn observe_and_diff(res: &dyn Resource, t: &dyn Transport) -> Result<Vec<Change>
     })
 }
 
-fn apply_one(res: &dyn Resource, t: &dyn Transport, report: &mut TaskReport) {
+/// What earlier tasks of this run changed, to know which batch answers are stale.
+#[derive(Default)]
+struct Dirty {
+    paths: Vec<String>,
+    /// A change whose effect is unknown (a command) makes every answer stale.
+    everything: bool,
+}
+
+impl Dirty {
+    fn record(&mut self, res: &dyn Resource) {
+        let paths = res.paths();
+        if paths.is_empty() {
+            self.everything = true;
+        }
+        self.paths.extend(paths.into_iter().map(String::from));
+    }
+
+    /// Whether any answer to these probes may have changed: a path written, or one above or
+    /// below it (a created parent, a removed directory); any command once anything changed.
+    fn touches(&self, probes: &[Probe]) -> bool {
+        if self.everything {
+            return true;
+        }
+        let below =
+            |p: &str, w: &str| w == "/" || p.strip_prefix(w).is_some_and(|r| r.starts_with('/'));
+        probes.iter().any(|probe| match probe {
+            Probe::Stat(p) | Probe::Read(p) => self
+                .paths
+                .iter()
+                .any(|w| p == w || below(p, w) || below(w, p)),
+            Probe::Run(_) => !self.paths.is_empty(),
+        })
+    }
+}
+
+fn apply_one(
+    res: &dyn Resource,
+    t: &dyn Transport,
+    batch: &Batch,
+    dirty: &mut Dirty,
+    report: &mut TaskReport,
+) {
     let probes = res.probes();
-    let answers = t.observe(&probes);
+    let answers = if dirty.touches(&probes) {
+        t.observe(&probes)
+    } else {
+        batch.answers(&probes)
+    };
     let obs = Observed {
         answers: &answers,
         probes: &probes,
@@ -257,6 +307,8 @@ fn apply_one(res: &dyn Resource, t: &dyn Transport, report: &mut TaskReport) {
         return;
     }
     report.changes = changes;
+    // Even a failed apply may have changed something.
+    dirty.record(res);
     if let Err(msg) = res.apply(&obs, t) {
         report.status = Status::Fail;
         report.message = Some(msg);

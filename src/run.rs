@@ -2,18 +2,21 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::Path;
+use std::time::Duration;
 
 use serde_json::json;
 
 use crate::cli::{Cli, Command, Format, RunArgs};
-use crate::engine::{self, Mode, TaskReport};
+use crate::engine::Mode;
 use crate::error::{Error, Result, Source};
 use crate::facts::Facts;
+use crate::fleet::{self, Endpoint, HostError, Job, Outcome};
 use crate::graph::{self, Graph};
-use crate::playbook::render::{Rendered, Renderer, Selection, When};
+use crate::inventory::Inventory;
+use crate::playbook::render::{Rendered, Selection, When};
 use crate::playbook::{Level, Playbook};
 use crate::report;
-use crate::transport::{Local, Transport};
+use crate::transport::{ssh, Local, Transport};
 use crate::yaml::{self, Node};
 
 /// The built-in playbook used when none is named.
@@ -40,14 +43,6 @@ pub fn main_with(cli: Cli) -> i32 {
     }
 }
 
-/// A playbook made concrete for one target.
-struct Prepared {
-    pb: Playbook,
-    rendered: Vec<Rendered>,
-    graph: Graph,
-    selection: Selection,
-}
-
 fn load(a: &RunArgs) -> Result<Playbook> {
     match &a.playbook {
         None => Playbook::builtin(DEFAULT_PLAYBOOK, &a.module_path),
@@ -68,12 +63,72 @@ fn load(a: &RunArgs) -> Result<Playbook> {
     }
 }
 
-fn transport(a: &RunArgs) -> Result<Local> {
-    match &a.root {
-        None => Ok(Local::new()),
-        Some(r) => Local::with_root(r)
-            .map_err(|e| Error::io("use", &format!("{} as the root directory", r.display()), e)),
+/// The hosts to work on: the inventory's (after `--limit`), or this machine (or `--root`).
+fn hosts(a: &RunArgs) -> Result<Vec<fleet::Host>> {
+    let Some(path) = &a.inventory else {
+        let local = match &a.root {
+            None => Local::new(),
+            Some(r) => Local::with_root(r).map_err(|e| {
+                Error::io("use", &format!("{} as the root directory", r.display()), e)
+            })?,
+        };
+        return Ok(vec![fleet::Host {
+            name: local.name(),
+            endpoint: Endpoint::Local(local),
+            vars: Vec::new(),
+        }]);
+    };
+    let inv = Inventory::load(path)?;
+    let chosen = match &a.limit {
+        Some(pattern) => inv.limit(pattern)?,
+        None => inv.hosts.iter().collect(),
+    };
+    if chosen.is_empty() {
+        return Err(Error::new(format!("{} has no hosts", path.display())));
     }
+    Ok(chosen
+        .into_iter()
+        .map(|h| fleet::Host {
+            name: h.name.clone(),
+            endpoint: if h.local {
+                Endpoint::Local(Local::new())
+            } else {
+                Endpoint::Ssh(ssh::Target {
+                    name: h.name.clone(),
+                    address: Some(h.address.clone()),
+                    port: h.port,
+                    user: h.user.clone(),
+                    key_file: h.key_file.clone(),
+                    become_user: h.escalate.then(|| h.become_user_or_root().to_string()),
+                })
+            },
+            vars: h.template_vars(),
+        })
+        .collect())
+}
+
+fn ssh_options(a: &RunArgs) -> ssh::Options {
+    ssh::Options {
+        accept_new_host_keys: a.accept_new_host_keys,
+        connect_timeout: Duration::from_secs(a.connect_timeout),
+        command_timeout: Duration::from_secs(a.command_timeout),
+        ssh_config: a.ssh_config.clone(),
+        become_password: std::env::var("SLICE_BECOME_PASSWORD").ok(),
+        key_passphrase: std::env::var("SLICE_SSH_PASSPHRASE").ok(),
+    }
+}
+
+/// Who holds a host's run lock, for the message a second run shows.
+fn holder() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "?".into());
+    format!(
+        "slice (pid {}) of {user}@{}",
+        std::process::id(),
+        host.trim()
+    )
 }
 
 /// `-e key=value`: the value is read as YAML, so `-e icc=false` gives a boolean.
@@ -103,33 +158,6 @@ fn selection(a: &RunArgs) -> Selection {
     }
 }
 
-/// Loads, renders and orders the playbook. With `t`, facts come from the target; without,
-/// nothing is read from any host and `when:` is only compiled.
-fn prepare(a: &RunArgs, t: Option<&dyn Transport>) -> Result<Prepared> {
-    let pb = load(a)?;
-    let extra = extra_vars(&a.extra)?;
-    let (facts, live, when) = match t {
-        Some(t) => (Facts::gather(t), t.live(), When::Evaluate),
-        None => (Facts::placeholder(), a.root.is_none(), When::CompileOnly),
-    };
-    let facts = serde_json::to_value(facts).unwrap_or_default();
-    let renderer = Renderer::new(&pb, facts, &extra, live, when)?;
-    let rendered = pb
-        .tasks
-        .iter()
-        .chain(pb.handlers.iter())
-        .map(|t| renderer.task(t))
-        .collect::<Result<Vec<_>>>()?;
-    drop(renderer);
-    let graph = Graph::build(&pb, &rendered)?;
-    Ok(Prepared {
-        pb,
-        rendered,
-        graph,
-        selection: selection(a),
-    })
-}
-
 fn emit(a: &RunArgs, text: &str) -> Result<()> {
     match &a.output {
         Some(path) => std::fs::write(path, text)
@@ -149,30 +177,35 @@ fn check_or_apply(a: &RunArgs, mode: Mode, detailed: bool) -> Result<i32> {
             "--format dot is for `slice graph`; use human or json",
         ));
     }
-    let t = transport(a)?;
-    let p = prepare(a, Some(&t))?;
-    let bar = progress_bar(mode, &p);
-    let mut tick = |r: &TaskReport| {
-        if let Some(b) = &bar {
-            b.set_message(r.id.clone());
-            b.inc(1);
-        }
-    };
-    let host = engine::run(
-        &p.pb,
-        &p.rendered,
-        &p.graph,
-        &t,
+    let pb = load(a)?;
+    let extra = extra_vars(&a.extra)?;
+    let sel = selection(a);
+    let hosts = hosts(a)?;
+    let ssh = ssh_options(a);
+    let job = Job {
+        playbook: &pb,
+        extra: &extra,
+        selection: &sel,
         mode,
-        &p.selection,
-        &mut tick,
-    );
-    if let Some(b) = bar {
-        b.finish_and_clear();
+        ssh: &ssh,
+        lock_wait: Duration::from_secs(a.lock_wait),
+        holder: holder(),
+    };
+    let mut outcomes = fleet::run(&job, hosts, usize::from(a.forks), true);
+    // Without an inventory a mistake in the playbook means the run could not start: exit 1.
+    if a.inventory.is_none() {
+        if let Some(Outcome {
+            report: Err(HostError { input: true, .. }),
+            ..
+        }) = outcomes.first()
+        {
+            if let Some(Outcome { report: Err(e), .. }) = outcomes.pop() {
+                return Err(e.error);
+            }
+        }
     }
-    let hosts = [host];
     let text = match a.format {
-        Format::Json => report::json::render(&p.pb.source.name, &hosts, mode, detailed),
+        Format::Json => report::json::render(&pb.source.name, &outcomes, mode, detailed),
         _ => {
             let style = report::human::Style {
                 color: a.output.is_none()
@@ -180,46 +213,54 @@ fn check_or_apply(a: &RunArgs, mode: Mode, detailed: bool) -> Result<i32> {
                     && std::env::var_os("NO_COLOR").is_none(),
                 verbose: a.verbose > 0,
             };
-            report::human::render(&hosts, &style, detailed)
+            report::human::render(&outcomes, mode, &style, detailed)
         }
     };
     emit(a, &text)?;
-    Ok(report::Summary::of(&hosts).exit_code(mode, detailed))
+    Ok(report::Summary::of(&outcomes).exit_code(mode, detailed))
 }
 
-/// A progress bar on a terminal while applying; nothing otherwise.
-fn progress_bar(mode: Mode, p: &Prepared) -> Option<indicatif::ProgressBar> {
-    if mode != Mode::Apply || !std::io::stderr().is_terminal() {
-        return None;
+/// Renders and orders the playbook for each host, reading each host's facts.
+fn for_each_prepared(
+    a: &RunArgs,
+    mut f: impl FnMut(&Playbook, &str, &[Rendered], &Graph) -> Result<()>,
+) -> Result<()> {
+    let pb = load(a)?;
+    let extra = extra_vars(&a.extra)?;
+    let ssh = ssh_options(a);
+    for host in hosts(a)? {
+        let name = host.name.clone();
+        let (rendered, graph) =
+            fleet::with_transport(&host, &ssh, |t| fleet::prepare(&pb, &extra, &host, t))
+                .map_err(Error::new)??;
+        f(&pb, &name, &rendered, &graph)?;
     }
-    let bar = indicatif::ProgressBar::new(p.rendered.len() as u64);
-    if let Ok(style) = indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {wide_msg}") {
-        bar.set_style(style);
-    }
-    Some(bar)
+    Ok(())
 }
 
 fn plan(a: &RunArgs) -> Result<i32> {
-    let t = transport(a)?;
-    let p = prepare(a, Some(&t))?;
-    let entries: Vec<_> = p
-        .graph
-        .order
-        .iter()
-        .filter(|&&i| p.selection.selects(graph::def(&p.pb, i).0) || graph::def(&p.pb, i).1)
-        .map(|&i| {
-            let (def, handler) = graph::def(&p.pb, i);
-            let needs: Vec<String> = p
-                .graph
-                .needs(i)
-                .into_iter()
-                .map(|n| graph::def(&p.pb, n).0.name.clone())
-                .collect();
-            (i, def, handler, needs)
-        })
-        .collect();
-    let text = match a.format {
-        Format::Json => {
+    let sel = selection(a);
+    let mut text = String::new();
+    let mut docs = Vec::new();
+    for_each_prepared(a, |pb, host, rendered, graph| {
+        let entries: Vec<_> = graph
+            .order
+            .iter()
+            .filter(|&&i| {
+                let (def, handler) = graph::def(pb, i);
+                handler || sel.selects(def)
+            })
+            .map(|&i| {
+                let (def, handler) = graph::def(pb, i);
+                let needs: Vec<String> = graph
+                    .needs(i)
+                    .into_iter()
+                    .map(|n| graph::def(pb, n).0.name.clone())
+                    .collect();
+                (i, def, handler, needs)
+            })
+            .collect();
+        if a.format == Format::Json {
             let tasks: Vec<_> = entries
                 .iter()
                 .enumerate()
@@ -227,46 +268,50 @@ fn plan(a: &RunArgs) -> Result<i32> {
                     json!({
                         "position": pos + 1,
                         "name": def.name,
-                        "id": graph::label(def, &p.rendered[*i]),
+                        "id": graph::label(def, &rendered[*i]),
                         "source": def.loc.file_line(),
                         "handler": handler,
                         "after": needs,
-                        "skip": p.rendered[*i].skip,
+                        "skip": rendered[*i].skip,
                     })
                 })
                 .collect();
-            let mut s = serde_json::to_string_pretty(
-                &json!({ "playbook": p.pb.source.name, "target": t.name(), "tasks": tasks }),
-            )
-            .unwrap_or_default();
-            s.push('\n');
-            s
+            docs.push(json!({ "playbook": pb.source.name, "target": host, "tasks": tasks }));
+            return Ok(());
         }
-        _ => {
-            let mut s = format!("plan for {} on {}\n", p.pb.source.name, t.name());
-            for (pos, (i, def, handler, needs)) in entries.iter().enumerate() {
-                let what = if *handler {
-                    " (handler, runs when notified)"
-                } else {
-                    ""
-                };
-                s.push_str(&format!(
-                    "{:>4}. {}  {}{what}  ({})\n",
-                    pos + 1,
-                    graph::label(def, &p.rendered[*i]),
-                    def.name,
-                    def.loc.file_line()
-                ));
-                if !needs.is_empty() {
-                    s.push_str(&format!("        after: {}\n", needs.join("; ")));
-                }
-                if let Some(skip) = &p.rendered[*i].skip {
-                    s.push_str(&format!("        skipped: {skip}\n"));
-                }
+        text.push_str(&format!("plan for {} on {host}\n", pb.source.name));
+        for (pos, (i, def, handler, needs)) in entries.iter().enumerate() {
+            let what = if *handler {
+                " (handler, runs when notified)"
+            } else {
+                ""
+            };
+            text.push_str(&format!(
+                "{:>4}. {}  {}{what}  ({})\n",
+                pos + 1,
+                graph::label(def, &rendered[*i]),
+                def.name,
+                def.loc.file_line()
+            ));
+            if !needs.is_empty() {
+                text.push_str(&format!("        after: {}\n", needs.join("; ")));
             }
-            s
+            if let Some(skip) = &rendered[*i].skip {
+                text.push_str(&format!("        skipped: {skip}\n"));
+            }
         }
-    };
+        Ok(())
+    })?;
+    if a.format == Format::Json {
+        // One document for one target (the common case), a list for several.
+        let doc = if docs.len() == 1 {
+            docs.remove(0)
+        } else {
+            serde_json::Value::Array(docs)
+        };
+        text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+        text.push('\n');
+    }
     emit(a, &text)?;
     Ok(0)
 }
@@ -277,9 +322,12 @@ fn graph_cmd(a: &RunArgs) -> Result<i32> {
             "`slice graph` prints Graphviz: use --format dot",
         ));
     }
-    let t = transport(a)?;
-    let p = prepare(a, Some(&t))?;
-    emit(a, &p.graph.dot(&p.pb, &p.rendered))?;
+    let mut text = String::new();
+    for_each_prepared(a, |pb, _, rendered, graph| {
+        text.push_str(&graph.dot(pb, rendered));
+        Ok(())
+    })?;
+    emit(a, &text)?;
     Ok(0)
 }
 
@@ -290,17 +338,30 @@ fn validate(a: &RunArgs) -> Result<i32> {
             return Err(Error::new(format!("{} is not a directory", root.display())));
         }
     }
-    let p = prepare(a, None)?;
-    let modules: Vec<&str> =
-        p.pb.scopes
-            .iter()
-            .filter_map(|s| s.module.as_deref())
-            .collect();
+    let pb = load(a)?;
+    let extra = extra_vars(&a.extra)?;
+    let facts = serde_json::to_value(Facts::placeholder()).unwrap_or_default();
+    // Every inventory host's variables are rendered, with placeholder facts and no connection.
+    let hosts = hosts(a)?;
+    for host in &hosts {
+        let live = !matches!(&host.endpoint, Endpoint::Local(l) if !l.live());
+        fleet::render(&pb, &extra, host, facts.clone(), live, When::CompileOnly)?;
+    }
+    let modules: Vec<&str> = pb
+        .scopes
+        .iter()
+        .filter_map(|s| s.module.as_deref())
+        .collect();
+    let for_hosts = if a.inventory.is_some() {
+        format!(" for {}", report::human::plural(hosts.len(), "host"))
+    } else {
+        String::new()
+    };
     let text = format!(
-        "{}: valid ({}, {}{})\n",
-        p.pb.source.name,
-        report::human::plural(p.pb.tasks.len(), "task"),
-        report::human::plural(p.pb.handlers.len(), "handler"),
+        "{}: valid ({}, {}{}){for_hosts}\n",
+        pb.source.name,
+        report::human::plural(pb.tasks.len(), "task"),
+        report::human::plural(pb.handlers.len(), "handler"),
         if modules.is_empty() {
             String::new()
         } else {

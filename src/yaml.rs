@@ -160,7 +160,7 @@ pub fn parse(src: &Arc<Source>) -> Result<Node> {
                 if doc.is_some() {
                     return Err(Error::at(
                         &builder.loc(&span),
-                        "a playbook file holds one YAML document; found a second one",
+                        "a file holds one YAML document here; found a second one",
                     ));
                 }
                 let (event, span) = builder.next(&mut parser)?;

@@ -339,7 +339,8 @@ fn json_report_has_the_documented_schema() {
     assert_eq!(doc["playbook"], pb.to_str().unwrap());
     assert_eq!(doc["exit_code"], 2);
     let summary = serde_json::json!({
-        "tasks": 12, "pass": 2, "drift": 9, "changed": 0, "fail": 0, "skip": 1, "deselected": 0
+        "tasks": 12, "pass": 2, "drift": 9, "changed": 0, "fail": 0, "skip": 1, "deselected": 0,
+        "hosts_failed": 0
     });
     assert_eq!(doc["summary"], summary);
     assert_eq!(
@@ -351,7 +352,8 @@ fn json_report_has_the_documented_schema() {
             "changed",
             "fail",
             "skip",
-            "deselected"
+            "deselected",
+            "hosts_failed"
         ]
     );
 
@@ -360,6 +362,7 @@ fn json_report_has_the_documented_schema() {
     let host = &hosts[0];
     assert_eq!(host["host"], format!("localhost:{}", s.root_display()));
     assert_eq!(host["summary"], summary);
+    assert_eq!(host["error"], Value::Null);
     let tasks = host["tasks"].as_array().unwrap();
     assert_eq!(tasks.len(), 12);
     for t in tasks {
@@ -461,7 +464,8 @@ fn json_report_has_the_documented_schema() {
     assert_eq!(
         doc["summary"],
         serde_json::json!({
-            "tasks": 12, "pass": 3, "drift": 0, "changed": 8, "fail": 0, "skip": 1, "deselected": 0
+            "tasks": 12, "pass": 3, "drift": 0, "changed": 8, "fail": 0, "skip": 1, "deselected": 0,
+            "hosts_failed": 0
         })
     );
 }

@@ -1,7 +1,7 @@
 //! Variables and templates: a loaded playbook becomes concrete resources for one host.
 //!
-//! Precedence, lowest first: module defaults < playbook vars < module params < `-e`. Facts are
-//! under `facts`. Templates are minijinja in strict mode and apply to values after YAML parsing,
+//! Precedence, lowest first: module defaults < inventory vars < playbook vars < module params <
+//! `-e`. Facts are under `facts`. Templates are minijinja in strict mode and apply to values after YAML parsing,
 //! never to the YAML text; a value that is exactly one `{{ expression }}` keeps its type.
 
 use std::collections::HashSet;
@@ -60,6 +60,7 @@ impl<'a> Renderer<'a> {
     pub fn new(
         pb: &'a Playbook,
         facts: Json,
+        host_vars: &[(String, Node)],
         extra: &[(String, Node)],
         live: bool,
         when: When,
@@ -87,8 +88,13 @@ impl<'a> Renderer<'a> {
             .collect();
         let mut base = Map::new();
         base.insert("facts".into(), facts);
-        // Playbook vars may use facts, -e values and the vars above them.
+        // Inventory variables sit below the playbook's (as in Ansible) and may use facts.
         let mut play = base.clone();
+        for (k, v) in host_vars {
+            let rendered = r.render_node(v, &play)?.to_json();
+            play.insert(k.clone(), rendered);
+        }
+        // Playbook vars may use facts, inventory vars, -e values and the vars above them.
         play.extend(extra.iter().cloned());
         for (k, v) in &pb.vars {
             let rendered = r.render_node(v, &play)?.to_json();

@@ -3,6 +3,7 @@
 use std::fmt::Write;
 
 use crate::engine::{HostReport, Mode, Status, TaskReport};
+use crate::fleet::Outcome;
 use crate::report::{status_word, Summary};
 
 pub struct Style {
@@ -26,21 +27,46 @@ impl Style {
     }
 }
 
-pub fn render(hosts: &[HostReport], style: &Style, detailed: bool) -> String {
+pub fn render(outcomes: &[Outcome], mode: Mode, style: &Style, detailed: bool) -> String {
     let mut out = String::new();
-    let Some(mode) = hosts.first().map(|h| h.mode) else {
-        return out;
-    };
-    for h in hosts {
-        if hosts.len() > 1 {
-            let _ = writeln!(out, "== {}", h.host);
+    for o in outcomes {
+        if outcomes.len() > 1 {
+            let _ = writeln!(out, "== {}", o.name);
         }
-        for t in &h.tasks {
-            task(&mut out, mode, t, style);
+        match &o.report {
+            Ok(h) => {
+                for t in &h.tasks {
+                    task(&mut out, mode, t, style);
+                }
+                host_summary(&mut out, h, style);
+            }
+            Err(e) => {
+                let _ = writeln!(
+                    out,
+                    "{}  host[{}]  could not run",
+                    style.paint(Status::Fail, "FAIL    "),
+                    o.name
+                );
+                for line in e.error.to_string().lines() {
+                    let _ = writeln!(out, "          {line}");
+                }
+            }
         }
-        host_summary(&mut out, h, style);
     }
-    let s = Summary::of(hosts);
+    let s = Summary::of(outcomes);
+    if outcomes.len() > 1 {
+        let _ = writeln!(
+            out,
+            "== {} hosts: {} ran, {} failed to run; tasks: {} pass, {} drift, {} changed, {} fail",
+            outcomes.len(),
+            outcomes.len() - s.hosts_failed,
+            s.hosts_failed,
+            s.pass,
+            s.drift,
+            s.changed,
+            s.fail
+        );
+    }
     let _ = writeln!(out, "exit code {}", s.exit_code(mode, detailed));
     out
 }

@@ -3,7 +3,8 @@
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
-use crate::engine::{HostReport, Mode, TaskReport};
+use crate::engine::{Mode, TaskReport};
+use crate::fleet::Outcome;
 use crate::report::Summary;
 
 fn ms(d: std::time::Duration) -> f64 {
@@ -32,6 +33,27 @@ fn task(t: &TaskReport) -> Value {
     })
 }
 
+fn host(o: &Outcome) -> Value {
+    match &o.report {
+        Ok(h) => json!({
+            "host": h.host,
+            "error": null,
+            "summary": Summary::host(h),
+            "observe_ms": ms(h.observe_time),
+            "duration_ms": ms(h.total_time),
+            "tasks": h.tasks.iter().map(task).collect::<Vec<_>>(),
+        }),
+        Err(e) => json!({
+            "host": o.name,
+            "error": e.error.to_string().trim_end(),
+            "summary": Summary { hosts_failed: 1, ..Summary::default() },
+            "observe_ms": 0.0,
+            "duration_ms": 0.0,
+            "tasks": [],
+        }),
+    }
+}
+
 #[derive(Serialize)]
 struct Document<'a> {
     slice: &'static str,
@@ -42,26 +64,15 @@ struct Document<'a> {
     hosts: Vec<Value>,
 }
 
-pub fn render(playbook: &str, hosts: &[HostReport], mode: Mode, detailed: bool) -> String {
-    let summary = Summary::of(hosts);
+pub fn render(playbook: &str, outcomes: &[Outcome], mode: Mode, detailed: bool) -> String {
+    let summary = Summary::of(outcomes);
     let doc = Document {
         slice: env!("CARGO_PKG_VERSION"),
         mode,
         playbook,
         exit_code: summary.exit_code(mode, detailed),
         summary,
-        hosts: hosts
-            .iter()
-            .map(|h| {
-                json!({
-                    "host": h.host,
-                    "summary": Summary::of(std::slice::from_ref(h)),
-                    "observe_ms": ms(h.observe_time),
-                    "duration_ms": ms(h.total_time),
-                    "tasks": h.tasks.iter().map(task).collect::<Vec<_>>(),
-                })
-            })
-            .collect(),
+        hosts: outcomes.iter().map(host).collect(),
     };
     let mut s = serde_json::to_string_pretty(&doc).unwrap_or_default();
     s.push('\n');

@@ -3,15 +3,20 @@
 //! Under a root every path resolves inside it the way it would after a chroot: absolute symbolic
 //! links are taken relative to the root and `..` never climbs above it. Commands run chrooted.
 
+use std::any::Any;
 use std::ffi::OsString;
 use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
-use super::{Attrs, FileType, Output, Stat, Transport};
+use nix::fcntl::{Flock, FlockArg};
+use sha2::{Digest, Sha256};
+
+use super::{busy, Attrs, FileType, Output, Stat, Transport};
 
 /// Symbolic links followed in one path before giving up, as the kernel does (ELOOP).
 const MAX_LINKS: usize = 40;
@@ -82,6 +87,27 @@ impl Local {
             }
         }
         Ok(root.join(rel))
+    }
+}
+
+impl Local {
+    /// The run lock lives on this machine's /run/lock (a tmpfs, gone at reboot): one for the
+    /// machine itself, one per root directory, so an image is never written into for a lock.
+    fn lock_path(&self) -> PathBuf {
+        let dir = Path::new("/run/lock");
+        let dir = if dir.is_dir() {
+            dir.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        };
+        match &self.root {
+            None => dir.join("slice.lock"),
+            Some(root) => {
+                let hash = Sha256::digest(root.as_os_str().as_encoded_bytes());
+                let hex: String = hash.iter().take(8).map(|b| format!("{b:02x}")).collect();
+                dir.join(format!("slice-root-{hex}.lock"))
+            }
+        }
     }
 }
 
@@ -227,6 +253,36 @@ impl Transport for Local {
         }
     }
 
+    fn lock(&self, holder: &str, wait: Duration) -> io::Result<Box<dyn Any + Send>> {
+        let path = self.lock_path();
+        let deadline = Instant::now() + wait;
+        let mut file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .mode(0o600)
+            .open(&path)?;
+        loop {
+            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(mut held) => {
+                    // Name the holder inside the lock file, for whoever waits next.
+                    held.set_len(0)?;
+                    held.write_all(holder.as_bytes())?;
+                    return Ok(Box::new(held));
+                }
+                Err((f, nix::errno::Errno::EWOULDBLOCK)) => {
+                    if Instant::now() >= deadline {
+                        return Err(busy(&fs::read_to_string(&path).unwrap_or_default()));
+                    }
+                    file = f;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err((_, e)) => return Err(e.into()),
+            }
+        }
+    }
+
     fn run(&self, command: &str) -> io::Result<Output> {
         let mut cmd = Command::new("/bin/sh");
         cmd.arg("-c").arg(command).stdin(Stdio::null());
@@ -329,5 +385,17 @@ mod tests {
     #[test]
     fn relative_paths_are_refused() {
         assert!(Local::new().stat("etc/passwd").is_err());
+    }
+
+    #[test]
+    fn a_second_lock_waits_then_names_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Local::with_root(dir.path()).unwrap();
+        let held = t.lock("run A (pid 1)", Duration::ZERO).unwrap();
+        let e = t.lock("run B", Duration::from_millis(120)).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        assert_eq!(e.to_string(), "the host is locked by run A (pid 1)");
+        drop(held);
+        assert!(t.lock("run B", Duration::ZERO).is_ok());
     }
 }

@@ -5,10 +5,29 @@
 //! in a constant number of round trips.
 
 pub mod local;
+pub mod script;
+pub mod ssh;
 
+use std::any::Any;
 use std::io;
+use std::time::Duration;
 
 pub use local::Local;
+pub use ssh::Ssh;
+
+/// A lock that is held by another run, with who holds it.
+pub fn busy(holder: &str) -> io::Error {
+    let who = holder.trim();
+    let who = if who.is_empty() {
+        "another SLICE run"
+    } else {
+        who
+    };
+    io::Error::new(
+        io::ErrorKind::WouldBlock,
+        format!("the host is locked by {who}"),
+    )
+}
 
 /// What a path is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -119,6 +138,11 @@ pub trait Transport: Send + Sync {
 
     /// Runs a shell command on the target (inside the root directory when there is one).
     fn run(&self, command: &str) -> io::Result<Output>;
+
+    /// Takes the target's run lock, so two SLICE runs on one host never interleave. Waits up to
+    /// `wait` for another run to finish; then fails naming the holder. The lock is held until
+    /// the returned guard is dropped.
+    fn lock(&self, holder: &str, wait: Duration) -> io::Result<Box<dyn Any + Send>>;
 
     /// Answers a batch of probes, in order. Remote transports override this to use one round trip.
     fn observe(&self, probes: &[Probe]) -> Vec<Answer> {
