@@ -107,7 +107,7 @@ fn run_host(
     with_transport(host, job.ssh, |t| {
         let _lock = t
             .lock(&job.holder, job.lock_wait)
-            .map_err(|e| fail(format!("{}: {e}", t.name())))?;
+            .map_err(|e| fail(e.to_string()))?;
         let (rendered, graph) = prepare(job.playbook, job.extra, host, t)
             .map_err(|error| HostError { error, input: true })?;
         Ok(engine::run(

@@ -4,6 +4,7 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use crate::engine::{Mode, TaskReport};
+use crate::error::Error;
 use crate::fleet::Outcome;
 use crate::report::Summary;
 
@@ -33,6 +34,15 @@ fn task(t: &TaskReport) -> Value {
     })
 }
 
+/// An error as text without the `error: ` that starts it on a terminal.
+fn message(e: &Error) -> String {
+    let text = e.to_string();
+    text.strip_prefix("error: ")
+        .unwrap_or(&text)
+        .trim_end()
+        .to_string()
+}
+
 fn host(o: &Outcome) -> Value {
     match &o.report {
         Ok(h) => json!({
@@ -45,7 +55,7 @@ fn host(o: &Outcome) -> Value {
         }),
         Err(e) => json!({
             "host": o.name,
-            "error": e.error.to_string().trim_end(),
+            "error": message(&e.error),
             "summary": Summary { hosts_failed: 1, ..Summary::default() },
             "observe_ms": 0.0,
             "duration_ms": 0.0,

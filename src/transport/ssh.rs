@@ -85,6 +85,15 @@ pub struct Ssh {
     busy: Mutex<()>,
 }
 
+/// What `pump` sends and when it may stop early.
+struct Pump<'a> {
+    input: &'a [u8],
+    /// Send EOF after the input (a command); keep stdin open (the lock's `cat`).
+    close_input: bool,
+    /// Stop as soon as stdout ends with this line.
+    stop_at: Option<&'a [u8]>,
+}
+
 /// The longest a blocking libssh2 call may wait (channel open, close).
 const BLOCKING_TIMEOUT_MS: u32 = 60_000;
 
@@ -160,13 +169,20 @@ impl Ssh {
     /// that neither can fill up and stall the other. One channel: one round trip.
     pub fn exec(&self, command: &str, input: &[u8]) -> io::Result<Output> {
         let _one = self.busy.lock().unwrap_or_else(|p| p.into_inner());
-        let wrapped = self.wrap(command);
-        let mut ch = self.session.channel_session().map_err(ssh_err)?;
-        ch.exec(&wrapped).map_err(ssh_err)?;
+        let deadline = Instant::now() + self.command_timeout;
         self.session.set_blocking(false);
-        let result = self.pump(&mut ch, input);
+        let result = self.start(command, deadline).and_then(|(mut ch, early)| {
+            let io = Pump {
+                input,
+                close_input: true,
+                stop_at: None,
+            };
+            let (stdout, mut stderr) = self.pump(&mut ch, io, deadline)?;
+            stderr.splice(0..0, early);
+            Ok((ch, stdout, stderr))
+        });
         self.session.set_blocking(true);
-        let (stdout, stderr) = result?;
+        let (mut ch, stdout, stderr) = result?;
         let _ = ch.wait_close();
         let status = ch.exit_status().map_err(ssh_err)?;
         Ok(Output {
@@ -176,22 +192,129 @@ impl Ssh {
         })
     }
 
-    fn pump(&self, ch: &mut ssh2::Channel, input: &[u8]) -> io::Result<(Vec<u8>, Vec<u8>)> {
-        let deadline = Instant::now() + self.command_timeout;
+    /// Opens a channel and starts `command`. With a sudo password, answers sudo's prompt and
+    /// waits until the command itself runs, so its stdin carries only its own input. Returns the
+    /// channel and what the command already wrote to stderr. The session must be non-blocking.
+    fn start(&self, command: &str, deadline: Instant) -> io::Result<(ssh2::Channel, Vec<u8>)> {
+        let mut ch = loop {
+            match self.session.channel_session() {
+                Ok(ch) => break ch,
+                Err(e) if would_block(&e) => self.wait_socket(deadline, false)?,
+                Err(e) => return Err(ssh_err(e)),
+            }
+        };
+        let wrapped = self.wrap(command);
+        loop {
+            match ch.exec(&wrapped) {
+                Ok(()) => break,
+                Err(e) if would_block(&e) => self.wait_socket(deadline, true)?,
+                Err(e) => return Err(ssh_err(e)),
+            }
+        }
+        if self.become_user.is_none() || self.become_password.is_none() {
+            return Ok((ch, Vec::new()));
+        }
+        let mut stderr = Vec::new();
+        let mut answered = false;
+        let mut buf = [0u8; 4096];
+        loop {
+            let mut progress = false;
+            match ch.stderr().read(&mut buf) {
+                Ok(n) if n > 0 => {
+                    stderr.extend_from_slice(&buf[..n]);
+                    progress = true;
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+            let text = String::from_utf8_lossy(&stderr).into_owned();
+            if let Some(at) = text.find(BECOME_OK) {
+                let cut = text[at..].find('\n').map_or(text.len(), |n| at + n + 1);
+                stderr.drain(..cut);
+                return Ok((ch, stderr));
+            }
+            let prompts = text.matches(SUDO_PROMPT).count();
+            if prompts > usize::from(answered) || (ch.eof() && !progress) {
+                if prompts == 1 && !answered {
+                    let pw = self.become_password.clone().unwrap_or_default();
+                    self.write_all(&mut ch, format!("{pw}\n").as_bytes(), deadline)?;
+                    answered = true;
+                    continue;
+                }
+                // Asked again, or sudo gave up: the password was refused.
+                let _ = ch.close();
+                let msg = text.replace(SUDO_PROMPT, "");
+                let msg = msg.trim();
+                return Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!(
+                        "sudo refused on {}: {}",
+                        self.name,
+                        if msg.is_empty() {
+                            "wrong password"
+                        } else {
+                            msg
+                        }
+                    ),
+                ));
+            }
+            if Instant::now() > deadline {
+                return Err(self.timed_out());
+            }
+            if !progress {
+                self.wait_socket(deadline, false)?;
+            }
+        }
+    }
+
+    fn write_all(
+        &self,
+        ch: &mut ssh2::Channel,
+        mut data: &[u8],
+        deadline: Instant,
+    ) -> io::Result<()> {
+        while !data.is_empty() {
+            match ch.write(data) {
+                Ok(n) => data = &data[n..],
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.wait_socket(deadline, true)?
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn timed_out(&self) -> io::Error {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "a command on {} took longer than {:?}",
+                self.name, self.command_timeout
+            ),
+        )
+    }
+
+    /// Moves data in both directions until both output streams end, or until stdout ends with
+    /// the `stop_at` line.
+    fn pump(
+        &self,
+        ch: &mut ssh2::Channel,
+        io: Pump,
+        deadline: Instant,
+    ) -> io::Result<(Vec<u8>, Vec<u8>)> {
         let mut stdout = Vec::new();
         let mut stderr = Vec::new();
         let mut buf = vec![0u8; 64 * 1024];
-        // With a sudo password, stdin waits until sudo says the command has started.
-        let mut started = self.become_user.is_none() || self.become_password.is_none();
-        let mut password_sent = false;
         let mut sent = 0;
-        let mut eof_sent = false;
+        let mut eof_sent = !io.close_input && io.input.is_empty();
         let (mut out_done, mut err_done) = (false, false);
         while !(out_done && err_done) {
             let mut progress = false;
-            if started && !eof_sent {
-                if sent < input.len() {
-                    match ch.write(&input[sent..]) {
+            if !eof_sent {
+                if sent < io.input.len() {
+                    match ch.write(&io.input[sent..]) {
                         Ok(n) => {
                             sent += n;
                             progress |= n > 0;
@@ -200,100 +323,78 @@ impl Ssh {
                         Err(e) => return Err(e),
                     }
                 }
-                if sent == input.len() {
-                    match ch.send_eof() {
-                        Ok(()) => {
-                            eof_sent = true;
-                            progress = true;
-                        }
-                        Err(e) if would_block(&e) => {}
-                        Err(e) => return Err(ssh_err(e)),
-                    }
-                }
-            }
-            if !out_done {
-                match ch.read(&mut buf) {
-                    Ok(0) => out_done = ch.eof(),
-                    Ok(n) => {
-                        stdout.extend_from_slice(&buf[..n]);
-                        progress = true;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            if !err_done {
-                match ch.stderr().read(&mut buf) {
-                    Ok(0) => err_done = ch.eof(),
-                    Ok(n) => {
-                        stderr.extend_from_slice(&buf[..n]);
-                        progress = true;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            if !started {
-                let text = String::from_utf8_lossy(&stderr).into_owned();
-                if let Some(at) = text.find(BECOME_OK) {
-                    let cut = text[at..].find('\n').map_or(text.len(), |n| at + n + 1);
-                    stderr.drain(..cut);
-                    started = true;
-                } else if text.contains(SUDO_PROMPT) && !password_sent {
-                    let pw = self.become_password.clone().unwrap_or_default();
-                    ch.write_all(format!("{pw}\n").as_bytes())
-                        .map_err(|e| io::Error::other(format!("cannot answer sudo: {e}")))?;
-                    password_sent = true;
-                    stderr.clear();
-                } else if text.contains(SUDO_PROMPT) || ch.eof() {
-                    let msg = text.replace(SUDO_PROMPT, "").trim().to_string();
-                    return Err(io::Error::new(
-                        io::ErrorKind::PermissionDenied,
-                        format!(
-                            "sudo refused on {}: {}",
-                            self.name,
-                            if msg.is_empty() {
-                                "wrong password"
-                            } else {
-                                &msg
+                if sent == io.input.len() {
+                    if !io.close_input {
+                        eof_sent = true;
+                    } else {
+                        match ch.send_eof() {
+                            Ok(()) => {
+                                eof_sent = true;
+                                progress = true;
                             }
-                        ),
-                    ));
+                            Err(e) if would_block(&e) => {}
+                            Err(e) => return Err(ssh_err(e)),
+                        }
+                    }
                 }
+            }
+            for (done, stream, sink) in [
+                (&mut out_done, 0, &mut stdout),
+                (&mut err_done, 1, &mut stderr),
+            ] {
+                if *done {
+                    continue;
+                }
+                match ch.stream(stream).read(&mut buf) {
+                    Ok(0) => *done = ch.eof(),
+                    Ok(n) => {
+                        sink.extend_from_slice(&buf[..n]);
+                        progress = true;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if io.stop_at.is_some_and(|end| stdout.ends_with(end)) {
+                break;
+            }
+            // After the remote end's EOF nothing more can arrive: whatever libssh2 still holds
+            // is read on the next turn without waiting for the socket.
+            if ch.eof() && !progress {
+                break;
             }
             if Instant::now() > deadline {
                 let _ = ch.close();
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!(
-                        "a command on {} took longer than {:?}",
-                        self.name, self.command_timeout
-                    ),
-                ));
+                return Err(self.timed_out());
             }
             if !progress {
                 // A long quiet command must not let a NAT or firewall drop the connection.
                 let _ = self.session.keepalive_send();
-                self.wait_socket(deadline)?;
+                self.wait_socket(deadline, !eof_sent)?;
             }
         }
         Ok((stdout, stderr))
     }
 
-    /// Sleeps until the socket is ready in the direction libssh2 is waiting for.
-    fn wait_socket(&self, deadline: Instant) -> io::Result<()> {
-        let flags = match self.session.block_directions() {
-            BlockDirections::Inbound => PollFlags::POLLIN,
+    /// Sleeps until the socket is ready in the direction libssh2 is waiting for, or for
+    /// writing too while SLICE still has input (or its end) to send.
+    fn wait_socket(&self, deadline: Instant, sending: bool) -> io::Result<()> {
+        let mut flags = match self.session.block_directions() {
+            BlockDirections::Inbound | BlockDirections::None => PollFlags::POLLIN,
             BlockDirections::Outbound => PollFlags::POLLOUT,
             BlockDirections::Both => PollFlags::POLLIN | PollFlags::POLLOUT,
-            BlockDirections::None => PollFlags::POLLIN,
         };
+        if sending {
+            flags |= PollFlags::POLLOUT;
+        }
         let fd: BorrowedFd = self.socket.as_fd();
+        // libssh2 may already hold data read along with an earlier packet, which the socket
+        // will not announce again: a short cap bounds that wait.
         let left = deadline
             .saturating_duration_since(Instant::now())
-            .min(Duration::from_millis(200));
+            .min(Duration::from_millis(20));
         let mut fds = [PollFd::new(fd, flags)];
-        let ms = u16::try_from(left.as_millis()).unwrap_or(200);
+        let ms = u16::try_from(left.as_millis()).unwrap_or(20);
         poll(&mut fds, PollTimeout::from(ms)).map_err(io::Error::from)?;
         Ok(())
     }
@@ -437,16 +538,29 @@ impl Transport for Ssh {
             quote(holder)
         );
         let _one = self.busy.lock().unwrap_or_else(|p| p.into_inner());
-        let mut ch = self.session.channel_session().map_err(ssh_err)?;
-        ch.exec(&self.wrap(&cmd)).map_err(ssh_err)?;
-        // Waiting for another run's lock is a blocking read that may outlast the usual bound.
-        let wait_ms = u32::try_from(wait.as_millis())
-            .unwrap_or(u32::MAX)
-            .saturating_add(BLOCKING_TIMEOUT_MS);
-        self.session.set_timeout(wait_ms);
-        let result = self.lock_answer(&mut ch, wait);
-        self.session.set_timeout(BLOCKING_TIMEOUT_MS);
-        result.map(|()| Box::new(LockChannel(ch)) as Box<dyn Any + Send>)
+        let deadline = Instant::now() + wait + Duration::from_secs(30);
+        self.session.set_blocking(false);
+        let result = self.start(&cmd, deadline).and_then(|(mut ch, _)| {
+            let io = Pump {
+                input: b"",
+                close_input: false,
+                stop_at: Some(b"SLICE_LOCKED\n"),
+            };
+            let (stdout, stderr) = self.pump(&mut ch, io, deadline)?;
+            Ok((ch, stdout, stderr))
+        });
+        self.session.set_blocking(true);
+        let (ch, stdout, stderr) = result?;
+        let text = String::from_utf8_lossy(&stdout);
+        match text.split_once('\n') {
+            Some(("SLICE_LOCKED", _)) => Ok(Box::new(LockChannel(ch))),
+            Some(("SLICE_BUSY", who)) => Err(busy(who)),
+            _ => Err(io::Error::other(format!(
+                "cannot take the run lock on {}: {}",
+                self.name,
+                String::from_utf8_lossy(&stderr).trim()
+            ))),
+        }
     }
 
     fn observe(&self, probes: &[Probe]) -> Vec<Answer> {
@@ -462,42 +576,6 @@ impl Transport for Ssh {
             }
             Err(e) => vec![Answer::Failed(e.to_string()); probes.len()],
         }
-    }
-}
-
-impl Ssh {
-    /// Reads the lock command's answer: locked (the channel now holds the lock) or busy.
-    fn lock_answer(&self, ch: &mut ssh2::Channel, wait: Duration) -> io::Result<()> {
-        if let (Some(_), Some(pw)) = (&self.become_user, &self.become_password) {
-            // sudo may ask; answering when it does not is harmless here: `cat` discards it.
-            let _ = ch.write_all(format!("{pw}\n").as_bytes());
-        }
-        let mut line = Vec::new();
-        let mut byte = [0u8; 1];
-        let deadline = Instant::now() + wait + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            match ch.read(&mut byte) {
-                Ok(0) => break,
-                Ok(_) if byte[0] == b'\n' => match String::from_utf8_lossy(&line).trim() {
-                    "SLICE_LOCKED" => return Ok(()),
-                    "SLICE_BUSY" => {
-                        let mut who = String::new();
-                        let _ = ch.read_to_string(&mut who);
-                        return Err(busy(&who));
-                    }
-                    _ => line.clear(),
-                },
-                Ok(_) => line.push(byte[0]),
-                Err(e) => return Err(e),
-            }
-        }
-        let mut err = String::new();
-        let _ = ch.stderr().read_to_string(&mut err);
-        Err(io::Error::other(format!(
-            "cannot take the run lock on {}: {}",
-            self.name,
-            err.trim()
-        )))
     }
 }
 
