@@ -504,3 +504,21 @@ fn the_vagrant_inventory_is_read_unchanged() {
     run.expect(0);
     assert_eq!(run.stdout, "builtin:playbooks/container-host.yml: valid (15 tasks, 1 handler, modules: docker-daemon) for 3 hosts\n");
 }
+
+#[test]
+fn writes_keep_attributes_and_leave_no_temporary_files() {
+    let h = Lab::any_host(Kind::A).unwrap();
+    let c = Controller::new(&[&h]);
+    h.run("mkdir -p /srv/real && printf 'old\\n' > /srv/real/app.conf && chown lab:lab /srv/real/app.conf && chmod 0604 /srv/real/app.conf");
+    // As root the data goes over SFTP; as `lab` with sudo, through sudo's stdin.
+    for (user, sudo, content) in [("root", false, "over sftp"), ("lab", true, "through sudo")] {
+        c.write("site.yml", &format!("tasks:\n  - name: app\n    file: {{ path: /srv/real/app.conf, content: \"{content}\\n\" }}\n"));
+        let inv = c.inventory(&[("web", h.ip(), user, sudo)]);
+        c.slice(&["apply", "site.yml", "-i", inv.to_str().unwrap()])
+            .expect(0);
+        assert_eq!(h.run("cat /srv/real/app.conf"), format!("{content}\n"));
+        // Mode and owner the task does not set are the old file's.
+        assert_eq!(h.run("stat -c '%U %a' /srv/real/app.conf"), "lab 604\n");
+        assert_eq!(h.run("find / -xdev -name '*.slice-tmp' | wc -l"), "0\n");
+    }
+}

@@ -83,6 +83,8 @@ pub struct Ssh {
     command_timeout: Duration,
     /// Serialises use of the session: one command at a time on this host.
     busy: Mutex<()>,
+    /// The SFTP channel, opened on the first upload.
+    sftp: Mutex<Option<ssh2::Sftp>>,
 }
 
 /// What `pump` sends and when it may stop early.
@@ -148,6 +150,7 @@ impl Ssh {
             become_password: opts.become_password.clone(),
             command_timeout: opts.command_timeout,
             busy: Mutex::new(()),
+            sftp: Mutex::new(None),
         })
     }
 
@@ -399,6 +402,40 @@ impl Ssh {
         Ok(())
     }
 
+    /// Copies `data` over SFTP into a new temporary file beside `path` (beside the file a final
+    /// symbolic link points to, as local writes follow it). Returns (target, temporary file).
+    fn upload(&self, path: &str, data: &[u8]) -> io::Result<(String, String)> {
+        let _one = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cached = self.sftp.lock().unwrap_or_else(|p| p.into_inner());
+        let sftp = match cached.take() {
+            Some(s) => cached.insert(s),
+            None => cached.insert(self.session.sftp().map_err(ssh_err)?),
+        };
+        let p = Path::new(path);
+        let target = match sftp.lstat(p) {
+            Ok(st) if st.file_type().is_symlink() => sftp.realpath(p).map_err(ssh_err)?,
+            _ => p.to_path_buf(),
+        };
+        let name = target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = target.with_file_name(format!(".{name}.{}.slice-tmp", unique()));
+        let flags = ssh2::OpenFlags::WRITE | ssh2::OpenFlags::EXCLUSIVE;
+        let mut f = sftp
+            .open_mode(&tmp, flags, 0o600, ssh2::OpenType::File)
+            .map_err(ssh_err)?;
+        let written = f.write_all(data);
+        // fsync@openssh.com where the server has it; the finishing script syncs too.
+        let _ = f.fsync();
+        drop(f);
+        if let Err(e) = written {
+            let _ = sftp.unlink(&tmp);
+            return Err(e);
+        }
+        Ok((target.display().to_string(), tmp.display().to_string()))
+    }
+
     /// Runs a small shell script (the command line) with the data on stdin; fails on non-zero.
     fn script(&self, what: &str, command: &str, input: &[u8]) -> io::Result<Output> {
         let out = self.exec(command, input)?;
@@ -407,6 +444,16 @@ impl Ssh {
         }
         Ok(out)
     }
+}
+
+/// A name part no other upload of this process (or of another run, most likely) uses.
+fn unique() -> String {
+    static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("{:x}{nanos:08x}{n:x}", std::process::id())
 }
 
 fn would_block(e: &ssh2::Error) -> bool {
@@ -431,6 +478,19 @@ fn attr_commands(attrs: &Attrs, var: &str) -> String {
     }
     s.push_str("true");
     s
+}
+
+/// Refuses to replace anything but a regular file (`$p`).
+const REGULAR_ONLY: &str = "if [ -e \"$p\" ] && [ ! -f \"$p\" ]; then echo \"$p exists and is not a regular file\" >&2; exit 1; fi";
+
+/// Gives the temporary file `$t` its attributes (the old file's where not asked for), syncs it
+/// and renames it over `$p`.
+fn finish_write(attrs: &Attrs) -> String {
+    format!(
+        "if [ -e \"$p\" ]; then chown --reference=\"$p\" -- \"$t\" && chmod --reference=\"$p\" -- \"$t\"; else chmod 644 -- \"$t\"; fi; \
+         {}; sync -- \"$t\" 2>/dev/null || true; mv -f -- \"$t\" \"$p\"; trap - EXIT",
+        attr_commands(attrs, "\"$t\"")
+    )
 }
 
 impl Transport for Ssh {
@@ -459,26 +519,44 @@ impl Transport for Ssh {
     }
 
     fn write(&self, path: &str, data: &[u8], attrs: &Attrs) -> io::Result<()> {
-        // A temporary file beside the target, given its attributes (the old file's where not
-        // asked for), synced, then renamed over it: the rename is atomic.
-        let name = Path::new(path)
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let keep = "if [ -e \"$p\" ]; then chown --reference=\"$p\" -- \"$t\" && chmod --reference=\"$p\" -- \"$t\"; else chmod 644 -- \"$t\"; fi";
+        // Logged in as the user who owns the result: the data goes over SFTP. Becoming another
+        // user, SFTP would write as the wrong one, so the data goes through sudo on stdin.
+        // Either way a temporary file beside the target is renamed over it: atomic.
+        if self.become_user.is_some() {
+            let name = Path::new(path)
+                .file_name()
+                .map(|n| n.to_string_lossy().replace('\'', ""))
+                .unwrap_or_default();
+            let cmd = format!(
+                "set -e; p=$(readlink -f -- {q}) || p={q}; {check}; \
+                 t=$(mktemp -- \"$(dirname -- \"$p\")/\".{name}.XXXXXX.slice-tmp); trap 'rm -f -- \"$t\"' EXIT; \
+                 cat > \"$t\"; {finish}",
+                q = quote(path),
+                check = REGULAR_ONLY,
+                finish = finish_write(attrs)
+            );
+            return self
+                .script(
+                    &format!("cannot write {path}"),
+                    &format!("sh -c {}", quote(&cmd)),
+                    data,
+                )
+                .map(|_| ());
+        }
+        let (target, tmp) = self
+            .upload(path, data)
+            .map_err(|e| io::Error::other(format!("cannot write {path}: {e}")))?;
         let cmd = format!(
-            "set -e; p=$(readlink -f -- {q}) || p={q}; \
-             if [ -e \"$p\" ] && [ ! -f \"$p\" ]; then echo \"$p exists and is not a regular file\" >&2; exit 1; fi; \
-             t=$(mktemp -- \"$(dirname -- \"$p\")/\".{n}.XXXXXX.slice-tmp); trap 'rm -f -- \"$t\"' EXIT; \
-             cat > \"$t\"; {keep}; {attrs}; sync -- \"$t\" 2>/dev/null || true; mv -f -- \"$t\" \"$p\"; trap - EXIT",
-            q = quote(path),
-            n = name.replace('\'', ""),
-            attrs = attr_commands(attrs, "\"$t\"")
+            "set -e; p={q}; t={tq}; trap 'rm -f -- \"$t\"' EXIT; {check}; {finish}",
+            q = quote(&target),
+            tq = quote(&tmp),
+            check = REGULAR_ONLY,
+            finish = finish_write(attrs)
         );
         self.script(
             &format!("cannot write {path}"),
             &format!("sh -c {}", quote(&cmd)),
-            data,
+            b"",
         )
         .map(|_| ())
     }
