@@ -522,3 +522,84 @@ fn writes_keep_attributes_and_leave_no_temporary_files() {
         assert_eq!(h.run("find / -xdev -name '*.slice-tmp' | wc -l"), "0\n");
     }
 }
+
+#[test]
+fn logs_in_with_an_agent_or_an_encrypted_key() {
+    let h = Lab::any_host(Kind::A).unwrap();
+    let c = Controller::new(&[&h]);
+    c.write(
+        "site.yml",
+        "tasks:\n  - name: marker\n    file: { path: /srv/marker, content: \"x\\n\" }\n",
+    );
+    let inv = c.inventory(&[("web", h.ip(), "root", false)]);
+    let inv = inv.to_str().unwrap();
+
+    // An encrypted key that the host trusts, and an ssh_config that names only it.
+    let key = c.path("locked_key");
+    let made = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "open sesame", "-f"])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let pubkey = fs::read_to_string(key.with_extension("pub")).unwrap();
+    h.run(&format!(
+        "echo '{}' >> /root/.ssh/authorized_keys",
+        pubkey.trim()
+    ));
+    let config = fs::read_to_string(c.path("ssh_config")).unwrap().replace(
+        &Lab::key_path().display().to_string(),
+        &key.display().to_string(),
+    );
+    fs::write(c.path("ssh_config"), config).unwrap();
+
+    let without = c.slice(&["check", "site.yml", "-i", inv]);
+    without.expect(4);
+    assert!(
+        without.stdout.contains("refused to log in root@"),
+        "{}",
+        without.stdout
+    );
+    let with = Run::from(
+        c.command(&["check", "site.yml", "-i", inv])
+            .env("SLICE_SSH_PASSPHRASE", "open sesame")
+            .output()
+            .unwrap(),
+    );
+    with.expect(2);
+    assert!(!with.stdout.contains("open sesame"));
+
+    // An agent holding the lab key: no key file needed at all.
+    let config = fs::read_to_string(c.path("ssh_config"))
+        .unwrap()
+        .replace(&key.display().to_string(), "/nonexistent/key");
+    fs::write(c.path("ssh_config"), config).unwrap();
+    let sock = c.path("agent.sock");
+    let mut agent = Command::new("ssh-agent")
+        .arg("-D")
+        .arg("-a")
+        .arg(&sock)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !sock.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let added = Command::new("ssh-add")
+        .arg(Lab::key_path())
+        .env("SSH_AUTH_SOCK", &sock)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(added.success());
+    let via_agent = Run::from(
+        c.command(&["check", "site.yml", "-i", inv])
+            .env("SSH_AUTH_SOCK", &sock)
+            .output()
+            .unwrap(),
+    );
+    let _ = agent.kill();
+    let _ = agent.wait();
+    via_agent.expect(2);
+}
