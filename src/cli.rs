@@ -37,6 +37,8 @@ pub enum Command {
     Graph(RunArgs),
     /// Parse and plan only: check the playbook and its modules without touching any host.
     Validate(RunArgs),
+    /// Print what SLICE knows about the target: OS, package manager, init, Docker, LSMs.
+    Facts(FactsArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -44,9 +46,8 @@ pub struct RunArgs {
     /// The playbook file, or the name of a built-in one (default: container-host.yml).
     pub playbook: Option<PathBuf>,
 
-    /// Work on an offline root directory (an image, a mounted disk) instead of this machine.
-    #[arg(long, value_name = "DIR")]
-    pub root: Option<PathBuf>,
+    #[command(flatten)]
+    pub target: TargetArgs,
 
     /// Set a variable, overriding every other definition; the value is read as YAML (repeatable).
     #[arg(short = 'e', long = "extra-var", value_name = "KEY=VALUE")]
@@ -59,6 +60,30 @@ pub struct RunArgs {
     /// Run only tasks at this level or stronger: must, should (must + should), can (all).
     #[arg(long, value_parser = ["must", "should", "can"])]
     pub level: Option<String>,
+
+    /// Look for modules in this folder first (repeatable).
+    #[arg(long = "module-path", value_name = "DIR")]
+    pub module_path: Vec<PathBuf>,
+
+    /// Report format: human, json (check, apply, plan), dot (graph).
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
+
+    /// Write the report to this file instead of standard output.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Show timings and where each task is defined.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// Which hosts to work on, and how to reach them.
+#[derive(Args, Debug, Clone)]
+pub struct TargetArgs {
+    /// Work on an offline root directory (an image, a mounted disk) instead of this machine.
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
 
     /// Work on the hosts of this Ansible YAML inventory, over SSH.
     #[arg(short = 'i', long, value_name = "FILE", conflicts_with = "root")]
@@ -91,22 +116,21 @@ pub struct RunArgs {
     /// Seconds to wait for another SLICE run on the same host to finish.
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     pub lock_wait: u64,
+}
 
-    /// Look for modules in this folder first (repeatable).
-    #[arg(long = "module-path", value_name = "DIR")]
-    pub module_path: Vec<PathBuf>,
+/// `slice facts`: only a target and a report.
+#[derive(Args, Debug, Clone)]
+pub struct FactsArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
 
-    /// Report format: human, json (check, apply, plan), dot (graph).
+    /// Report format: human or json.
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub format: Format,
 
     /// Write the report to this file instead of standard output.
     #[arg(long, short = 'o', value_name = "FILE")]
     pub output: Option<PathBuf>,
-
-    /// Show timings and where each task is defined.
-    #[arg(short, long, action = clap::ArgAction::Count)]
-    pub verbose: u8,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

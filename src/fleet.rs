@@ -142,8 +142,8 @@ pub fn prepare(
     host: &Host,
     t: &dyn Transport,
 ) -> Result<(Vec<Rendered>, Graph)> {
-    let facts = serde_json::to_value(Facts::gather(t)).unwrap_or_default();
-    render(pb, extra, host, facts, t.live(), When::Evaluate)
+    let facts = Facts::gather(t);
+    render(pb, extra, host, &facts, t.live(), When::Evaluate)
 }
 
 /// Renders for a host with the given facts (placeholders when validating without a host).
@@ -151,7 +151,7 @@ pub fn render(
     pb: &Playbook,
     extra: &[(String, Node)],
     host: &Host,
-    facts: serde_json::Value,
+    facts: &Facts,
     live: bool,
     when: When,
 ) -> Result<(Vec<Rendered>, Graph)> {

@@ -21,6 +21,10 @@ pub enum Why {
     Before,
     /// The first task creates the directory the second writes into.
     Parent(String),
+    /// The first task installs the package whose configuration the second writes.
+    Config(String),
+    /// The first task installs the package that provides the service the second manages.
+    Service(String),
     Notify,
 }
 
@@ -31,6 +35,10 @@ impl Why {
             Why::After => format!("`{b}` has `after: {a}`"),
             Why::Before => format!("`{a}` has `before: {b}`"),
             Why::Parent(dir) => format!("`{b}` writes inside {dir}, which `{a}` creates"),
+            Why::Config(pkg) => {
+                format!("`{b}` writes configuration of {pkg}, which `{a}` installs")
+            }
+            Why::Service(pkg) => format!("`{b}` manages a service of {pkg}, which `{a}` installs"),
             Why::Notify => format!("`{a}` notifies `{b}`"),
         }
     }
@@ -40,6 +48,8 @@ impl Why {
             Why::After => "after".into(),
             Why::Before => "before".into(),
             Why::Parent(dir) => format!("inside {dir}"),
+            Why::Config(pkg) => format!("config of {pkg}"),
+            Why::Service(pkg) => format!("service of {pkg}"),
             Why::Notify => "notify".into(),
         }
     }
@@ -95,6 +105,29 @@ impl Graph {
                 }
             }
         }
+        // A package before the files in its configuration paths and before its services.
+        for (i, r) in rendered.iter().enumerate() {
+            let Some(res) = &r.resource else { continue };
+            for inst in res.installs() {
+                for (j, other) in rendered.iter().enumerate() {
+                    let Some(o) = other.resource.as_ref().filter(|_| j != i) else {
+                        continue;
+                    };
+                    let configures = o
+                        .paths()
+                        .iter()
+                        .any(|p| inst.config_paths.iter().any(|c| within(p, c)));
+                    if configures {
+                        g.update_edge(node(i), node(j), Why::Config(inst.package.clone()));
+                    } else if o
+                        .service()
+                        .is_some_and(|s| inst.services.iter().any(|x| x == s))
+                    {
+                        g.update_edge(node(i), node(j), Why::Service(inst.package.clone()));
+                    }
+                }
+            }
+        }
         let order = topo_order(&g).map_err(|cycle| cycle_error(pb, rendered, &g, &cycle))?;
         Ok(Graph { graph: g, order })
     }
@@ -133,6 +166,15 @@ impl Graph {
         v.sort_unstable();
         v
     }
+}
+
+/// Whether `path` is `dir` or inside it.
+fn within(path: &str, dir: &str) -> bool {
+    path == dir
+        || dir == "/"
+        || path
+            .strip_prefix(dir)
+            .is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// A task's definition by node number, and whether it is a handler.

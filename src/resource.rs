@@ -13,6 +13,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::error::{suggest, Error, Loc, Result};
+use crate::facts::Facts;
 use crate::resources;
 use crate::transport::{Answer, Output, Probe, Stat, Transport};
 use crate::yaml::{Node, Value};
@@ -48,6 +49,50 @@ pub const KINDS: &[Kind] = &[
     Kind {
         name: "command",
         build: resources::command::Command::build,
+    },
+    Kind {
+        name: "package",
+        build: resources::package::Package::build,
+    },
+    Kind {
+        name: "patch",
+        build: resources::patch::Patch::build,
+    },
+    Kind {
+        name: "service",
+        build: resources::service::Service::build,
+    },
+    Kind {
+        name: "user",
+        build: resources::user::User::build,
+    },
+    Kind {
+        name: "group",
+        build: resources::group::Group::build,
+    },
+    Kind {
+        name: "mount",
+        build: resources::mount::Mount::build,
+    },
+    Kind {
+        name: "setuid",
+        build: resources::setuid::Setuid::build,
+    },
+    Kind {
+        name: "kernel_module",
+        build: resources::kernel_module::KernelModule::build,
+    },
+    Kind {
+        name: "audit_rule",
+        build: resources::audit_rule::AuditRule::build,
+    },
+    Kind {
+        name: "apparmor",
+        build: resources::apparmor::Apparmor::build,
+    },
+    Kind {
+        name: "selinux",
+        build: resources::selinux::Selinux::build,
     },
 ];
 
@@ -99,6 +144,17 @@ pub trait Resource: Send + Sync {
         None
     }
 
+    /// Packages this resource installs. Tasks that write inside their configuration paths, and
+    /// the tasks that manage their services, are ordered after it.
+    fn installs(&self) -> Vec<Install> {
+        Vec::new()
+    }
+
+    /// The service (unit name, without `.service`) this resource manages.
+    fn service(&self) -> Option<&str> {
+        None
+    }
+
     fn probes(&self) -> Vec<Probe>;
 
     /// The changes needed; an `Err` is a task failure (with its reason).
@@ -112,6 +168,16 @@ pub trait Resource: Send + Sync {
     fn verifiable(&self) -> bool {
         true
     }
+}
+
+/// A package a resource installs, and what the package brings.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Install {
+    pub package: String,
+    /// Where the package keeps its configuration (`/etc/ssh` for openssh-server).
+    pub config_paths: Vec<String>,
+    /// Services the package provides (`ssh` for openssh-server).
+    pub services: Vec<String>,
 }
 
 /// The answers to one resource's probes, in the order it asked.
@@ -165,10 +231,12 @@ pub trait Files {
     fn source(&self, rel: &str, loc: &Loc) -> Result<Vec<u8>>;
 }
 
-/// What a resource may know while it is built: nothing about the host's state.
+/// What a resource may know while it is built: the target's facts, nothing of its state.
 pub struct BuildCtx<'a> {
     /// The target is a running system (live /proc/sys), not an offline root.
     pub live: bool,
+    /// What the target is (package manager, init system, …): picks a resource's backend.
+    pub facts: &'a Facts,
     pub files: &'a dyn Files,
 }
 

@@ -1,12 +1,12 @@
 //! What each subcommand does: load, render, build the graph, run the engine, report.
 
 use std::io::{IsTerminal, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::json;
 
-use crate::cli::{Cli, Command, Format, RunArgs};
+use crate::cli::{Cli, Command, FactsArgs, Format, RunArgs, TargetArgs};
 use crate::engine::Mode;
 use crate::error::{Error, Result, Source};
 use crate::facts::Facts;
@@ -33,6 +33,7 @@ pub fn main_with(cli: Cli) -> i32 {
         Command::Plan(a) => plan(&a),
         Command::Graph(a) => graph_cmd(&a),
         Command::Validate(a) => validate(&a),
+        Command::Facts(a) => facts(&a),
     };
     match result {
         Ok(code) => code,
@@ -64,7 +65,7 @@ fn load(a: &RunArgs) -> Result<Playbook> {
 }
 
 /// The hosts to work on: the inventory's (after `--limit`), or this machine (or `--root`).
-fn hosts(a: &RunArgs) -> Result<Vec<fleet::Host>> {
+fn hosts(a: &TargetArgs) -> Result<Vec<fleet::Host>> {
     let Some(path) = &a.inventory else {
         let local = match &a.root {
             None => Local::new(),
@@ -107,7 +108,7 @@ fn hosts(a: &RunArgs) -> Result<Vec<fleet::Host>> {
         .collect())
 }
 
-fn ssh_options(a: &RunArgs) -> ssh::Options {
+fn ssh_options(a: &TargetArgs) -> ssh::Options {
     ssh::Options {
         accept_new_host_keys: a.accept_new_host_keys,
         connect_timeout: Duration::from_secs(a.connect_timeout),
@@ -158,8 +159,8 @@ fn selection(a: &RunArgs) -> Selection {
     }
 }
 
-fn emit(a: &RunArgs, text: &str) -> Result<()> {
-    match &a.output {
+fn emit(output: &Option<PathBuf>, text: &str) -> Result<()> {
+    match output {
         Some(path) => std::fs::write(path, text)
             .map_err(|e| Error::io("write", &path.display().to_string(), e)),
         None => {
@@ -180,20 +181,20 @@ fn check_or_apply(a: &RunArgs, mode: Mode, detailed: bool) -> Result<i32> {
     let pb = load(a)?;
     let extra = extra_vars(&a.extra)?;
     let sel = selection(a);
-    let hosts = hosts(a)?;
-    let ssh = ssh_options(a);
+    let hosts = hosts(&a.target)?;
+    let ssh = ssh_options(&a.target);
     let job = Job {
         playbook: &pb,
         extra: &extra,
         selection: &sel,
         mode,
         ssh: &ssh,
-        lock_wait: Duration::from_secs(a.lock_wait),
+        lock_wait: Duration::from_secs(a.target.lock_wait),
         holder: holder(),
     };
-    let mut outcomes = fleet::run(&job, hosts, usize::from(a.forks), true);
+    let mut outcomes = fleet::run(&job, hosts, usize::from(a.target.forks), true);
     // Without an inventory a mistake in the playbook means the run could not start: exit 1.
-    if a.inventory.is_none() {
+    if a.target.inventory.is_none() {
         if let Some(Outcome {
             report: Err(HostError { input: true, .. }),
             ..
@@ -216,7 +217,7 @@ fn check_or_apply(a: &RunArgs, mode: Mode, detailed: bool) -> Result<i32> {
             report::human::render(&outcomes, mode, &style, detailed)
         }
     };
-    emit(a, &text)?;
+    emit(&a.output, &text)?;
     Ok(report::Summary::of(&outcomes).exit_code(mode, detailed))
 }
 
@@ -227,8 +228,8 @@ fn for_each_prepared(
 ) -> Result<()> {
     let pb = load(a)?;
     let extra = extra_vars(&a.extra)?;
-    let ssh = ssh_options(a);
-    for host in hosts(a)? {
+    let ssh = ssh_options(&a.target);
+    for host in hosts(&a.target)? {
         let name = host.name.clone();
         let (rendered, graph) =
             fleet::with_transport(&host, &ssh, |t| fleet::prepare(&pb, &extra, &host, t))
@@ -312,7 +313,7 @@ fn plan(a: &RunArgs) -> Result<i32> {
         text = serde_json::to_string_pretty(&doc).unwrap_or_default();
         text.push('\n');
     }
-    emit(a, &text)?;
+    emit(&a.output, &text)?;
     Ok(0)
 }
 
@@ -327,12 +328,12 @@ fn graph_cmd(a: &RunArgs) -> Result<i32> {
         text.push_str(&graph.dot(pb, rendered));
         Ok(())
     })?;
-    emit(a, &text)?;
+    emit(&a.output, &text)?;
     Ok(0)
 }
 
 fn validate(a: &RunArgs) -> Result<i32> {
-    if let Some(root) = &a.root {
+    if let Some(root) = &a.target.root {
         // Validation never reads the host, but a root that is not there is still a mistake.
         if !Path::new(root).is_dir() {
             return Err(Error::new(format!("{} is not a directory", root.display())));
@@ -340,19 +341,19 @@ fn validate(a: &RunArgs) -> Result<i32> {
     }
     let pb = load(a)?;
     let extra = extra_vars(&a.extra)?;
-    let facts = serde_json::to_value(Facts::placeholder()).unwrap_or_default();
+    let facts = Facts::placeholder();
     // Every inventory host's variables are rendered, with placeholder facts and no connection.
-    let hosts = hosts(a)?;
+    let hosts = hosts(&a.target)?;
     for host in &hosts {
         let live = !matches!(&host.endpoint, Endpoint::Local(l) if !l.live());
-        fleet::render(&pb, &extra, host, facts.clone(), live, When::CompileOnly)?;
+        fleet::render(&pb, &extra, host, &facts, live, When::CompileOnly)?;
     }
     let modules: Vec<&str> = pb
         .scopes
         .iter()
         .filter_map(|s| s.module.as_deref())
         .collect();
-    let for_hosts = if a.inventory.is_some() {
+    let for_hosts = if a.target.inventory.is_some() {
         format!(" for {}", report::human::plural(hosts.len(), "host"))
     } else {
         String::new()
@@ -368,6 +369,39 @@ fn validate(a: &RunArgs) -> Result<i32> {
             format!(", modules: {}", modules.join(", "))
         }
     );
-    emit(a, &text)?;
+    emit(&a.output, &text)?;
     Ok(0)
+}
+
+/// `slice facts`: what each target is, as SLICE sees it.
+fn facts(a: &FactsArgs) -> Result<i32> {
+    if a.format == Format::Dot {
+        return Err(Error::new("`slice facts` prints human or json"));
+    }
+    let ssh = ssh_options(&a.target);
+    let mut text = String::new();
+    let mut docs = serde_json::Map::new();
+    let mut failed = false;
+    for host in hosts(&a.target)? {
+        match fleet::with_transport(&host, &ssh, |t| Facts::gather(t)) {
+            Ok(f) => {
+                text.push_str(&format!("{}\n{}", host.name, f.describe()));
+                docs.insert(
+                    host.name.clone(),
+                    serde_json::to_value(&f).unwrap_or_default(),
+                );
+            }
+            Err(e) => {
+                failed = true;
+                text.push_str(&format!("{}\n  could not connect: {e}\n", host.name));
+                docs.insert(host.name.clone(), json!({ "error": e }));
+            }
+        }
+    }
+    if a.format == Format::Json {
+        text = serde_json::to_string_pretty(&docs).unwrap_or_default();
+        text.push('\n');
+    }
+    emit(&a.output, &text)?;
+    Ok(if failed { 4 } else { 0 })
 }

@@ -11,6 +11,7 @@ use minijinja::{Environment, UndefinedBehavior, Value as JValue};
 use serde_json::{Map, Value as Json};
 
 use crate::error::{suggest, Error, Loc, Result, Source};
+use crate::facts::Facts;
 use crate::playbook::{Level, Playbook, Scope, TaskDef};
 use crate::resource::{BuildCtx, Files, Params, Resource};
 use crate::yaml::{Node, Value};
@@ -49,6 +50,7 @@ pub enum When {
 
 pub struct Renderer<'a> {
     pb: &'a Playbook,
+    facts: &'a Facts,
     env: Environment<'static>,
     /// Variables per scope, already layered.
     scope_vars: Vec<Map<String, Json>>,
@@ -59,7 +61,7 @@ pub struct Renderer<'a> {
 impl<'a> Renderer<'a> {
     pub fn new(
         pb: &'a Playbook,
-        facts: Json,
+        facts: &'a Facts,
         host_vars: &[(String, Node)],
         extra: &[(String, Node)],
         live: bool,
@@ -77,6 +79,7 @@ impl<'a> Renderer<'a> {
         }
         let mut r = Renderer {
             pb,
+            facts,
             env,
             scope_vars: Vec::new(),
             live,
@@ -87,7 +90,10 @@ impl<'a> Renderer<'a> {
             .map(|(k, v)| (k.clone(), v.to_json()))
             .collect();
         let mut base = Map::new();
-        base.insert("facts".into(), facts);
+        base.insert(
+            "facts".into(),
+            serde_json::to_value(facts).unwrap_or_default(),
+        );
         // Inventory variables sit below the playbook's (as in Ansible) and may use facts.
         let mut play = base.clone();
         for (k, v) in host_vars {
@@ -152,6 +158,7 @@ impl<'a> Renderer<'a> {
         };
         let ctx = BuildCtx {
             live: self.live,
+            facts: self.facts,
             files: &files,
         };
         let p = Params::new(&params, t.kind.name)?;

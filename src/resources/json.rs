@@ -330,9 +330,7 @@ mod tests {
     use std::fs;
 
     use crate::resource::Change;
-    use crate::resources::line::test_support::{
-        build, build_err, content_diff, converge, diff, whats,
-    };
+    use crate::resources::testing::{build, build_err, content_diff, converge, diff, whats};
     use crate::transport::Local;
 
     const DAEMON: &str = "/etc/docker/daemon.json";

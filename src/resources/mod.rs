@@ -1,11 +1,24 @@
 //! The kinds of resource, one file each, and the ownership and mode handling they share.
 
+pub mod apparmor;
+pub mod audit_rule;
 pub mod command;
 pub mod directory;
 pub mod file;
+pub mod group;
 pub mod json;
+pub mod kernel_module;
 pub mod line;
+pub mod mount;
+pub mod package;
+pub mod patch;
+pub mod selinux;
+pub mod service;
+pub mod setuid;
 pub mod sysctl;
+#[cfg(test)]
+pub mod testing;
+pub mod user;
 
 use crate::error::Result;
 use crate::resource::{Change, Observed, Params};

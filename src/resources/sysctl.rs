@@ -277,9 +277,7 @@ mod tests {
     use std::fs;
 
     use crate::resource::Change;
-    use crate::resources::line::test_support::{
-        build, build_err, content_diff, converge, diff, whats,
-    };
+    use crate::resources::testing::{build, build_err, content_diff, converge, diff, whats};
     use crate::transport::Local;
 
     const CONF: &str = "etc/sysctl.d/90-slice.conf";
