@@ -279,6 +279,7 @@ impl Facts {
 
 /// `systemd-detect-virt` names of container managers (anything else it names is a VM).
 const CONTAINERS: &[&str] = &[
+    "container-other",
     "openvz",
     "lxc",
     "lxc-libvirt",

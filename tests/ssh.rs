@@ -482,3 +482,40 @@ fn logs_in_with_an_agent_or_an_encrypted_key() {
     let _ = agent.wait();
     via_agent.expect(2);
 }
+
+#[test]
+fn facts_of_a_systemd_host_and_a_light_one() {
+    let b = Lab::any_host(Kind::B).unwrap();
+    let a = Lab::any_host(Kind::A).unwrap();
+    let c = Controller::new(&[&a, &b]);
+    let inv = c.inventory(&[
+        ("booted", b.ip(), "root", false),
+        ("light", a.ip(), "lab", true),
+    ]);
+    let run = c.slice(&["facts", "-i", inv.to_str().unwrap(), "--format", "json"]);
+    run.expect(0);
+    let doc = run.json();
+    // Light hosts are bare namespaces, which systemd-detect-virt calls `container-other`.
+    for (name, init, virt) in [
+        ("booted", "systemd", "systemd-nspawn"),
+        ("light", "sysvinit", "container-other"),
+    ] {
+        let f = &doc[name];
+        assert_eq!(f["os_id"], "debian", "{f}");
+        assert_eq!(f["os_version"], "12");
+        assert_eq!(f["pkg_manager"], "apt");
+        assert_eq!(f["init"], init, "{name}: {f}");
+        assert_eq!(f["live"], true);
+        assert_eq!(f["docker"]["installed"], false);
+        assert_eq!(f["selinux"]["enabled"], false);
+        assert_eq!(f["virtualization"], "container", "{name}: {f}");
+        assert_eq!(f["virtualization_type"], virt, "{name}: {f}");
+    }
+    assert_eq!(doc["booted"]["hostname"], b.name());
+    let human = c.slice(&["facts", "-i", inv.to_str().unwrap()]);
+    assert!(
+        human.stdout.contains("  init            systemd\n"),
+        "{}",
+        human.stdout
+    );
+}
