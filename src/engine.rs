@@ -233,13 +233,16 @@ impl Batch {
     }
 }
 
-fn observe_and_diff(res: &dyn Resource, t: &dyn Transport) -> Result<Vec<Change>, String> {
+/// Observes the resource again after apply: what still differs, and what it notes about the
+/// host now (a reboot that became necessary, say).
+fn verify(res: &dyn Resource, t: &dyn Transport) -> (Result<Vec<Change>, String>, Option<String>) {
     let probes = res.probes();
     let answers = t.observe(&probes);
-    res.diff(&Observed {
+    let obs = Observed {
         answers: &answers,
         probes: &probes,
-    })
+    };
+    (res.diff(&obs), res.note(&obs))
 }
 
 /// What earlier tasks of this run changed, to know which batch answers are stale.
@@ -315,7 +318,9 @@ fn apply_one(
         return;
     }
     if res.verifiable() {
-        match observe_and_diff(res, t) {
+        let (left, note) = verify(res, t);
+        report.message = note;
+        match left {
             Ok(left) if left.is_empty() => {}
             Ok(left) => {
                 let what: Vec<&str> = left.iter().map(|c| c.what.as_str()).collect();

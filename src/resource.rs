@@ -163,6 +163,12 @@ pub trait Resource: Send + Sync {
     /// Makes the changes `diff` reports for the same observation.
     fn apply(&self, obs: &Observed, t: &dyn Transport) -> Result<(), String>;
 
+    /// Something worth telling about the host as observed after apply, shown with the task
+    /// (`reboot required: yes`). Only called when the task changed something.
+    fn note(&self, _obs: &Observed) -> Option<String> {
+        None
+    }
+
     /// Whether observing again after apply must find no changes. Only a resource whose effect
     /// cannot be observed (a command without a guard) says no.
     fn verifiable(&self) -> bool {
