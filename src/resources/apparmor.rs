@@ -595,6 +595,7 @@ pub(crate) mod fake {
 
 #[cfg(test)]
 mod tests {
+    use crate::resources::testing;
     use std::fs;
     use std::path::Path;
 
@@ -684,34 +685,6 @@ mod tests {
         output(127, "", &format!("sh: 1: {cmd}: not found\n"))
     }
 
-    fn observe(
-        res: &dyn Resource,
-        t: &dyn Transport,
-    ) -> (Vec<Probe>, Vec<crate::transport::Answer>) {
-        let probes = res.probes();
-        let answers = t.observe(&probes);
-        (probes, answers)
-    }
-
-    fn diff_on(res: &dyn Resource, t: &dyn Transport) -> Result<Vec<Change>, String> {
-        let (probes, answers) = observe(res, t);
-        res.diff(&Observed {
-            answers: &answers,
-            probes: &probes,
-        })
-    }
-
-    fn apply_on(res: &dyn Resource, t: &dyn Transport) -> Result<(), String> {
-        let (probes, answers) = observe(res, t);
-        res.apply(
-            &Observed {
-                answers: &answers,
-                probes: &probes,
-            },
-            t,
-        )
-    }
-
     fn yaml(extra: &str) -> String {
         let content = PROFILE.replace('\n', "\\n");
         format!("profile: docker-default\ncontent: \"{content}\"\n{extra}")
@@ -724,13 +697,13 @@ mod tests {
         ));
         let host = FakeHost::new(dir.path(), parser);
         let res = build_with("apparmor", &yaml(""), &facts(true)).unwrap();
-        let changes = diff_on(res.as_ref(), &host).unwrap();
+        let changes = testing::diff(res.as_ref(), &host).unwrap();
         assert_eq!(whats(&changes), ["state", "mode", "content", "loaded"]);
         assert_eq!(
             changes[3],
             Change::new("loaded", Some("no".into()), Some("enforce".into()))
         );
-        apply_on(res.as_ref(), &host).unwrap();
+        testing::apply(res.as_ref(), &host).unwrap();
         assert_eq!(
             host.commands(),
             [
@@ -748,9 +721,9 @@ mod tests {
                 .exists(),
             "the file checked is removed"
         );
-        assert_eq!(diff_on(res.as_ref(), &host).unwrap(), []);
+        assert_eq!(testing::diff(res.as_ref(), &host).unwrap(), []);
         // In sync: a second apply neither parses nor loads.
-        apply_on(res.as_ref(), &host).unwrap();
+        testing::apply(res.as_ref(), &host).unwrap();
         assert_eq!(host.commands().len(), 2);
     }
 
@@ -768,11 +741,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            whats(&diff_on(res.as_ref(), &host).unwrap()),
+            whats(&testing::diff(res.as_ref(), &host).unwrap()),
             ["content"],
             "check mode cannot know it does not parse: it reports the change"
         );
-        let err = apply_on(res.as_ref(), &host).unwrap_err();
+        let err = testing::apply(res.as_ref(), &host).unwrap_err();
         assert_eq!(
             err,
             "the new profile does not parse; /etc/apparmor.d/docker-default is left as it was: \
@@ -802,7 +775,7 @@ mod tests {
             )
         });
         let res = build_with("apparmor", &yaml(""), &facts(true)).unwrap();
-        let err = apply_on(res.as_ref(), &host).unwrap_err();
+        let err = testing::apply(res.as_ref(), &host).unwrap_err();
         assert_eq!(
             err,
             "apparmor_parser is not installed on the target (package apparmor), so the new profile \
@@ -814,7 +787,7 @@ mod tests {
         let bare = tempfile::tempdir().unwrap();
         fs::create_dir(bare.path().join("etc")).unwrap();
         let host = FakeHost::new(bare.path(), parser);
-        let err = apply_on(res.as_ref(), &host).unwrap_err();
+        let err = testing::apply(res.as_ref(), &host).unwrap_err();
         assert_eq!(
             err,
             "/etc/apparmor.d does not exist (is the apparmor package installed?), so the new profile \
@@ -829,7 +802,7 @@ mod tests {
         let dir = root(None);
         let host = FakeHost::new(dir.path(), parser);
         let res = build_with("apparmor", &yaml(""), &facts(true)).unwrap();
-        let changes = diff_on(res.as_ref(), &host).unwrap();
+        let changes = testing::diff(res.as_ref(), &host).unwrap();
         assert_eq!(whats(&changes), ["state", "mode", "content", "loaded"]);
         assert_eq!(
             changes[3],
@@ -839,7 +812,7 @@ mod tests {
                 Some("enforce".into())
             )
         );
-        let err = apply_on(res.as_ref(), &host).unwrap_err();
+        let err = testing::apply(res.as_ref(), &host).unwrap_err();
         assert_eq!(
             err,
             "the running kernel has no AppArmor: the profile file /etc/apparmor.d/docker-default is in place \
@@ -857,19 +830,25 @@ mod tests {
             "nothing is loaded into a kernel that cannot take it"
         );
         // The file is in place; the kernel still is not: still a difference, still a failure.
-        assert_eq!(whats(&diff_on(res.as_ref(), &host).unwrap()), ["loaded"]);
-        assert!(apply_on(res.as_ref(), &host).is_err());
+        assert_eq!(
+            whats(&testing::diff(res.as_ref(), &host).unwrap()),
+            ["loaded"]
+        );
+        assert!(testing::apply(res.as_ref(), &host).is_err());
 
         // A kernel booted with apparmor=0 says N: the same.
         let sys = dir.path().join("sys/module/apparmor/parameters");
         fs::create_dir_all(&sys).unwrap();
         fs::write(sys.join("enabled"), "N\n").unwrap();
-        assert_eq!(whats(&diff_on(res.as_ref(), &host).unwrap()), ["loaded"]);
+        assert_eq!(
+            whats(&testing::diff(res.as_ref(), &host).unwrap()),
+            ["loaded"]
+        );
 
         // Opting out: only the file is managed, and it is in place.
         let res = build_with("apparmor", &yaml("require_loaded: false\n"), &facts(true)).unwrap();
-        assert_eq!(diff_on(res.as_ref(), &host).unwrap(), []);
-        apply_on(res.as_ref(), &host).unwrap();
+        assert_eq!(testing::diff(res.as_ref(), &host).unwrap(), []);
+        testing::apply(res.as_ref(), &host).unwrap();
     }
 
     #[test]
@@ -882,11 +861,11 @@ mod tests {
             .iter()
             .any(|p| matches!(p, Probe::Read(p) if p.starts_with("/sys"))));
         assert_eq!(
-            whats(&diff_on(res.as_ref(), &host).unwrap()),
+            whats(&testing::diff(res.as_ref(), &host).unwrap()),
             ["state", "mode", "content"]
         );
-        apply_on(res.as_ref(), &host).unwrap();
-        assert_eq!(diff_on(res.as_ref(), &host).unwrap(), []);
+        testing::apply(res.as_ref(), &host).unwrap();
+        assert_eq!(testing::diff(res.as_ref(), &host).unwrap(), []);
         assert_eq!(host.commands().len(), 1, "parsed, never loaded");
     }
 
@@ -896,10 +875,10 @@ mod tests {
         fs::write(dir.path().join("etc/apparmor.d/docker-default"), PROFILE).unwrap();
         let host = FakeHost::new(dir.path(), parser);
         let res = build_with("apparmor", &yaml(""), &facts(true)).unwrap();
-        assert_eq!(diff_on(res.as_ref(), &host).unwrap(), [], "in sync");
+        assert_eq!(testing::diff(res.as_ref(), &host).unwrap(), [], "in sync");
 
         let res = build_with("apparmor", &yaml("mode: complain\n"), &facts(true)).unwrap();
-        let changes = diff_on(res.as_ref(), &host).unwrap();
+        let changes = testing::diff(res.as_ref(), &host).unwrap();
         assert_eq!(
             changes,
             [
@@ -911,7 +890,7 @@ mod tests {
                 Change::new("mode", Some("enforce".into()), Some("complain".into())),
             ]
         );
-        apply_on(res.as_ref(), &host).unwrap();
+        testing::apply(res.as_ref(), &host).unwrap();
         assert_eq!(
             host.commands(),
             ["apparmor_parser -r -C -- '/etc/apparmor.d/docker-default'"],
@@ -921,16 +900,16 @@ mod tests {
             .path()
             .join("etc/apparmor.d/force-complain/docker-default")
             .is_file());
-        assert_eq!(diff_on(res.as_ref(), &host).unwrap(), []);
+        assert_eq!(testing::diff(res.as_ref(), &host).unwrap(), []);
 
         // Back to enforce: the marker goes before loading, or the parser would force complain.
         let res = build_with("apparmor", &yaml(""), &facts(true)).unwrap();
         assert_eq!(
-            whats(&diff_on(res.as_ref(), &host).unwrap()),
+            whats(&testing::diff(res.as_ref(), &host).unwrap()),
             ["force-complain", "mode"]
         );
-        apply_on(res.as_ref(), &host).unwrap();
-        assert_eq!(diff_on(res.as_ref(), &host).unwrap(), []);
+        testing::apply(res.as_ref(), &host).unwrap();
+        assert_eq!(testing::diff(res.as_ref(), &host).unwrap(), []);
         assert!(!dir
             .path()
             .join("etc/apparmor.d/force-complain/docker-default")
@@ -945,7 +924,7 @@ mod tests {
         let host = FakeHost::new(dir.path(), parser);
         let res = build_with("apparmor", "profile: docker-default\n", &facts(true)).unwrap();
         assert_eq!(
-            diff_on(res.as_ref(), &host).unwrap(),
+            testing::diff(res.as_ref(), &host).unwrap(),
             [
                 Change::new(
                     "disabled",
@@ -955,8 +934,8 @@ mod tests {
                 Change::new("loaded", Some("no".into()), Some("enforce".into())),
             ]
         );
-        apply_on(res.as_ref(), &host).unwrap();
-        assert_eq!(diff_on(res.as_ref(), &host).unwrap(), []);
+        testing::apply(res.as_ref(), &host).unwrap();
+        assert_eq!(testing::diff(res.as_ref(), &host).unwrap(), []);
         assert!(!dir
             .path()
             .join("etc/apparmor.d/disable/docker-default")
@@ -970,7 +949,7 @@ mod tests {
         let res = build_with("apparmor", "profile: /usr/sbin/ntpd\n", &facts(true)).unwrap();
         assert_eq!(res.paths(), ["/etc/apparmor.d/usr.sbin.ntpd"]);
         assert_eq!(
-            diff_on(res.as_ref(), &t).unwrap_err(),
+            testing::diff(res.as_ref(), &t).unwrap_err(),
             "/etc/apparmor.d/usr.sbin.ntpd does not exist; give `content`, `source` or `template` to install it"
         );
     }
@@ -982,7 +961,7 @@ mod tests {
         let t = Local::with_root(dir.path()).unwrap();
         let res = build_with("apparmor", &yaml(""), &facts(true)).unwrap();
         assert_eq!(
-            diff_on(res.as_ref(), &t).unwrap_err(),
+            testing::diff(res.as_ref(), &t).unwrap_err(),
             "the running kernel has AppArmor, but /sys/kernel/security/apparmor/profiles does not exist \
              (is securityfs mounted?): cannot tell whether `docker-default` is loaded"
         );
@@ -995,7 +974,7 @@ mod tests {
         let t = Local::with_root(dir.path()).unwrap();
         let res = build_with("apparmor", &yaml(""), &facts(false)).unwrap();
         assert_eq!(
-            diff_on(res.as_ref(), &t).unwrap_err(),
+            testing::diff(res.as_ref(), &t).unwrap_err(),
             "/etc/apparmor.d/docker-default is a directory, not a regular file; leaving it alone"
         );
     }

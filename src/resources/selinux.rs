@@ -632,6 +632,7 @@ impl Resource for Selinux {
 
 #[cfg(test)]
 mod tests {
+    use crate::resources::testing;
     use std::fs;
     use std::path::Path;
 
@@ -639,7 +640,7 @@ mod tests {
     use crate::facts::Facts;
     use crate::resources::apparmor::fake::{output, FakeHost};
     use crate::resources::testing::{build_err, build_with, content_diff, debian_facts, whats};
-    use crate::transport::{Answer, Output};
+    use crate::transport::Output;
 
     /// /etc/selinux/config as Rocky Linux 9 ships it.
     const ROCKY: &str = "\
@@ -746,31 +747,6 @@ virt_use_nfs --> on
         }
     }
 
-    fn observe(res: &dyn Resource, t: &dyn Transport) -> (Vec<Probe>, Vec<Answer>) {
-        let probes = res.probes();
-        let answers = t.observe(&probes);
-        (probes, answers)
-    }
-
-    fn diff_on(res: &dyn Resource, t: &dyn Transport) -> Result<Vec<Change>, String> {
-        let (probes, answers) = observe(res, t);
-        res.diff(&Observed {
-            answers: &answers,
-            probes: &probes,
-        })
-    }
-
-    fn apply_on(res: &dyn Resource, t: &dyn Transport) -> Result<(), String> {
-        let (probes, answers) = observe(res, t);
-        res.apply(
-            &Observed {
-                answers: &answers,
-                probes: &probes,
-            },
-            t,
-        )
-    }
-
     #[test]
     fn enforcing_to_permissive_edits_one_line_and_the_running_mode() {
         let dir = root(Some(ROCKY), Some("1"));
@@ -781,7 +757,7 @@ virt_use_nfs --> on
             &facts(true),
         )
         .unwrap();
-        let changes = diff_on(res.as_ref(), &host).unwrap();
+        let changes = testing::diff(res.as_ref(), &host).unwrap();
         assert_eq!(whats(&changes), ["content", "running"]);
         assert!(content_diff(&changes).contains("-SELINUX=enforcing\n+SELINUX=permissive\n"));
         assert_eq!(
@@ -792,15 +768,15 @@ virt_use_nfs --> on
                 Some("permissive".into())
             )
         );
-        apply_on(res.as_ref(), &host).unwrap();
+        testing::apply(res.as_ref(), &host).unwrap();
         assert_eq!(host.commands(), ["setenforce 0"]);
         assert_eq!(
             config(dir.path()),
             ROCKY.replace("SELINUX=enforcing", "SELINUX=permissive"),
             "every other byte is kept"
         );
-        assert_eq!(diff_on(res.as_ref(), &host).unwrap(), []);
-        apply_on(res.as_ref(), &host).unwrap();
+        assert_eq!(testing::diff(res.as_ref(), &host).unwrap(), []);
+        testing::apply(res.as_ref(), &host).unwrap();
         assert_eq!(host.commands().len(), 1, "in sync: nothing is run");
 
         let res = build_with(
@@ -809,7 +785,7 @@ virt_use_nfs --> on
             &facts(true),
         )
         .unwrap();
-        apply_on(res.as_ref(), &host).unwrap();
+        testing::apply(res.as_ref(), &host).unwrap();
         assert_eq!(host.commands()[1], "setenforce 1");
         assert_eq!(config(dir.path()), ROCKY);
     }
@@ -830,7 +806,7 @@ virt_use_nfs --> on
         );
         assert_eq!(res.paths(), Vec::<&str>::new());
         assert_eq!(res.target(), "booleans");
-        let changes = diff_on(res.as_ref(), &host).unwrap();
+        let changes = testing::diff(res.as_ref(), &host).unwrap();
         assert_eq!(
             changes,
             [
@@ -847,12 +823,12 @@ virt_use_nfs --> on
             ],
             "the current value counts, not the pending one"
         );
-        apply_on(res.as_ref(), &host).unwrap();
+        testing::apply(res.as_ref(), &host).unwrap();
         assert_eq!(
             host.commands().last().unwrap(),
             "setsebool -P container_manage_cgroup=on virt_use_nfs=off"
         );
-        assert_eq!(diff_on(res.as_ref(), &host).unwrap(), []);
+        assert_eq!(testing::diff(res.as_ref(), &host).unwrap(), []);
         assert_eq!(config(dir.path()), ROCKY, "the config is not touched");
     }
 
@@ -867,14 +843,14 @@ virt_use_nfs --> on
         )
         .unwrap();
         assert_eq!(
-            diff_on(res.as_ref(), &host).unwrap_err(),
+            testing::diff(res.as_ref(), &host).unwrap_err(),
             "SELinux has no boolean `no_such_bool` (`getsebool -a` does not list it)"
         );
         let host = FakeHost::new(dir.path(), |_, _| {
             output(127, "", "sh: 1: getsebool: not found\n")
         });
         assert_eq!(
-            diff_on(res.as_ref(), &host).unwrap_err(),
+            testing::diff(res.as_ref(), &host).unwrap_err(),
             "cannot read SELinux booleans: getsebool is not installed (package selinux-utils on Debian, \
              libselinux-utils on Red Hat): sh: 1: getsebool: not found"
         );
@@ -885,7 +861,7 @@ virt_use_nfs --> on
         let dir = root(Some(ROCKY), Some("1"));
         let host = FakeHost::new(dir.path(), tools);
         let res = build_with("selinux", "state: disabled\n", &facts(true)).unwrap();
-        let changes = diff_on(res.as_ref(), &host).unwrap();
+        let changes = testing::diff(res.as_ref(), &host).unwrap();
         assert_eq!(whats(&changes), ["content", "running"]);
         assert_eq!(
             changes[1],
@@ -895,7 +871,7 @@ virt_use_nfs --> on
                 Some("disabled (after a reboot)".into())
             )
         );
-        let err = apply_on(res.as_ref(), &host).unwrap_err();
+        let err = testing::apply(res.as_ref(), &host).unwrap_err();
         assert_eq!(
             err,
             "reboot required: /etc/selinux/config says SELINUX=disabled, which takes effect at the next boot; \
@@ -905,14 +881,14 @@ virt_use_nfs --> on
         assert!(config(dir.path()).contains("\nSELINUX=disabled\n"));
         // Until the reboot, the host still differs, and says why.
         assert_eq!(
-            diff_on(res.as_ref(), &host).unwrap(),
+            testing::diff(res.as_ref(), &host).unwrap(),
             [Change::new(
                 "running",
                 Some("permissive".into()),
                 Some("disabled (after a reboot)".into())
             )]
         );
-        assert!(apply_on(res.as_ref(), &host)
+        assert!(testing::apply(res.as_ref(), &host)
             .unwrap_err()
             .starts_with("reboot required: "));
         assert_eq!(
@@ -923,7 +899,7 @@ virt_use_nfs --> on
 
         // After the reboot: no /sys/fs/selinux.
         fs::remove_dir_all(dir.path().join("sys")).unwrap();
-        assert_eq!(diff_on(res.as_ref(), &host).unwrap(), []);
+        assert_eq!(testing::diff(res.as_ref(), &host).unwrap(), []);
     }
 
     /// A Debian host like the lab's: libsemanage's /etc/selinux/semanage.conf, a policy
@@ -939,7 +915,7 @@ virt_use_nfs --> on
             &facts(true),
         )
         .unwrap();
-        let changes = diff_on(res.as_ref(), &host).unwrap();
+        let changes = testing::diff(res.as_ref(), &host).unwrap();
         assert_eq!(
             whats(&changes),
             [
@@ -967,7 +943,7 @@ virt_use_nfs --> on
                 Some("container_manage_cgroup=on".into())
             )
         );
-        let err = apply_on(res.as_ref(), &host).unwrap_err();
+        let err = testing::apply(res.as_ref(), &host).unwrap_err();
         assert_eq!(
             err,
             "reboot required: the running kernel has no SELinux; /etc/selinux/config says SELINUX=permissive, \
@@ -985,7 +961,7 @@ virt_use_nfs --> on
             host.commands()
         );
         assert_eq!(
-            whats(&diff_on(res.as_ref(), &host).unwrap()),
+            whats(&testing::diff(res.as_ref(), &host).unwrap()),
             ["running", "booleans"]
         );
 
@@ -993,7 +969,7 @@ virt_use_nfs --> on
         let res = build_with("selinux", "state: disabled\n", &facts(true)).unwrap();
         let bare = root(None, None);
         let host = FakeHost::new(bare.path(), tools);
-        assert_eq!(diff_on(res.as_ref(), &host).unwrap(), []);
+        assert_eq!(testing::diff(res.as_ref(), &host).unwrap(), []);
     }
 
     #[test]
@@ -1001,7 +977,7 @@ virt_use_nfs --> on
         let dir = root(Some(ROCKY), Some("1"));
         let host = FakeHost::new(dir.path(), tools);
         let res = build_with("selinux", "state: enforcing\npolicy: mls\n", &facts(true)).unwrap();
-        let changes = diff_on(res.as_ref(), &host).unwrap();
+        let changes = testing::diff(res.as_ref(), &host).unwrap();
         assert_eq!(
             changes[0],
             Change::new(
@@ -1011,7 +987,7 @@ virt_use_nfs --> on
             ),
             "check mode shows it: an earlier task may still install it"
         );
-        let err = apply_on(res.as_ref(), &host).unwrap_err();
+        let err = testing::apply(res.as_ref(), &host).unwrap_err();
         assert_eq!(
             err,
             "the SELinux policy `mls` is not installed (/etc/selinux/mls does not exist), so nothing is changed \
@@ -1021,7 +997,7 @@ virt_use_nfs --> on
         assert!(host.commands().is_empty());
         // Once the policy is there, it is selected.
         fs::create_dir(dir.path().join("etc/selinux/mls")).unwrap();
-        apply_on(res.as_ref(), &host).unwrap();
+        testing::apply(res.as_ref(), &host).unwrap();
         assert!(config(dir.path()).contains("\nSELINUXTYPE=mls\n"));
     }
 
@@ -1042,14 +1018,14 @@ virt_use_nfs --> on
             &facts(false),
         )
         .unwrap();
-        let changes = diff_on(res.as_ref(), &t).unwrap();
+        let changes = testing::diff(res.as_ref(), &t).unwrap();
         assert_eq!(whats(&changes), ["content"]);
-        apply_on(res.as_ref(), &t).unwrap();
+        testing::apply(res.as_ref(), &t).unwrap();
         assert_eq!(
             config(dir.path()),
             "selinux=disabled\n# SELINUX=disabled\nSELINUX=enforcing\nSELINUXTYPE=targeted\nSETLOCALDEFS=0\n"
         );
-        assert_eq!(diff_on(res.as_ref(), &t).unwrap(), []);
+        assert_eq!(testing::diff(res.as_ref(), &t).unwrap(), []);
         assert!(
             !dir.path().join(".autorelabel").exists(),
             "SELinux was already enabled in the config: no relabel"
@@ -1064,7 +1040,7 @@ virt_use_nfs --> on
             &facts(false),
         )
         .unwrap();
-        assert_eq!(diff_on(res.as_ref(), &t).unwrap(), []);
+        assert_eq!(testing::diff(res.as_ref(), &t).unwrap(), []);
     }
 
     #[test]
@@ -1081,14 +1057,14 @@ virt_use_nfs --> on
             .probes()
             .iter()
             .any(|p| matches!(p, Probe::Read(p) if p.starts_with("/sys"))));
-        let changes = diff_on(res.as_ref(), &t).unwrap();
+        let changes = testing::diff(res.as_ref(), &t).unwrap();
         assert_eq!(whats(&changes), ["content", "autorelabel"]);
-        apply_on(res.as_ref(), &t).unwrap();
+        testing::apply(res.as_ref(), &t).unwrap();
         assert_eq!(
             config(dir.path()),
             "SELINUX=enforcing\nSELINUXTYPE=targeted\n"
         );
-        assert_eq!(diff_on(res.as_ref(), &t).unwrap(), []);
+        assert_eq!(testing::diff(res.as_ref(), &t).unwrap(), []);
         assert!(dir.path().join(".autorelabel").is_file());
 
         let res = build_with(
@@ -1099,7 +1075,10 @@ virt_use_nfs --> on
         .unwrap();
         let other = root(Some("SELINUX=disabled\n"), None);
         let t = crate::transport::Local::with_root(other.path()).unwrap();
-        assert_eq!(whats(&diff_on(res.as_ref(), &t).unwrap()), ["content"]);
+        assert_eq!(
+            whats(&testing::diff(res.as_ref(), &t).unwrap()),
+            ["content"]
+        );
 
         let res = build_with(
             "selinux",
@@ -1108,7 +1087,7 @@ virt_use_nfs --> on
         )
         .unwrap();
         assert_eq!(
-            diff_on(res.as_ref(), &t).unwrap_err(),
+            testing::diff(res.as_ref(), &t).unwrap_err(),
             "SELinux booleans can only be read and set on a running system, not in an offline root"
         );
     }
@@ -1119,7 +1098,7 @@ virt_use_nfs --> on
         fs::create_dir(dir.path().join("etc")).unwrap();
         let t = crate::transport::Local::with_root(dir.path()).unwrap();
         let res = build_with("selinux", "state: disabled\n", &facts(false)).unwrap();
-        assert_eq!(diff_on(res.as_ref(), &t).unwrap(), []);
+        assert_eq!(testing::diff(res.as_ref(), &t).unwrap(), []);
         let res = build_with(
             "selinux",
             "state: disabled\npolicy: targeted\n",
@@ -1127,10 +1106,10 @@ virt_use_nfs --> on
         )
         .unwrap();
         assert_eq!(
-            whats(&diff_on(res.as_ref(), &t).unwrap()),
+            whats(&testing::diff(res.as_ref(), &t).unwrap()),
             ["policy", "state", "mode", "content"]
         );
-        assert!(apply_on(res.as_ref(), &t)
+        assert!(testing::apply(res.as_ref(), &t)
             .unwrap_err()
             .starts_with("the SELinux policy `targeted` is not installed"));
         assert!(!dir.path().join("etc/selinux").exists());
@@ -1143,7 +1122,7 @@ virt_use_nfs --> on
         let t = crate::transport::Local::with_root(dir.path()).unwrap();
         let res = build_with("selinux", "state: disabled\n", &facts(false)).unwrap();
         assert_eq!(
-            diff_on(res.as_ref(), &t).unwrap_err(),
+            testing::diff(res.as_ref(), &t).unwrap_err(),
             "/etc/selinux/config is a directory, not a regular file; leaving it alone"
         );
     }

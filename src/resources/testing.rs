@@ -69,13 +69,26 @@ pub fn build_err(kind_name: &str, yaml: &str) -> String {
     }
 }
 
-pub fn diff(res: &dyn Resource, t: &Local) -> std::result::Result<Vec<Change>, String> {
+pub fn diff(res: &dyn Resource, t: &dyn Transport) -> std::result::Result<Vec<Change>, String> {
     let probes = res.probes();
     let answers = t.observe(&probes);
     res.diff(&Observed {
         answers: &answers,
         probes: &probes,
     })
+}
+
+/// Observes afresh and applies, as apply mode does for one task.
+pub fn apply(res: &dyn Resource, t: &dyn Transport) -> std::result::Result<(), String> {
+    let probes = res.probes();
+    let answers = t.observe(&probes);
+    res.apply(
+        &Observed {
+            answers: &answers,
+            probes: &probes,
+        },
+        t,
+    )
 }
 
 /// Diffs, applies, checks the result is in sync and that applying again writes nothing.
