@@ -262,21 +262,29 @@ impl Dirty {
         self.paths.extend(paths.into_iter().map(String::from));
     }
 
-    /// Whether any answer to these probes may have changed: a path written, or one above or
-    /// below it (a created parent, a removed directory); any command once anything changed.
-    fn touches(&self, probes: &[Probe]) -> bool {
+    /// Whether an earlier change may have made any of these answers stale: the same path
+    /// written; a path that was absent and has something written below it now (`mkdir -p`
+    /// makes parents); any command's answer once anything changed. Writing inside a directory
+    /// does not change what its stat answered (type, mode, owner).
+    fn touches(&self, probes: &[Probe], answers: &[Answer]) -> bool {
         if self.everything {
             return true;
         }
         let below =
-            |p: &str, w: &str| w == "/" || p.strip_prefix(w).is_some_and(|r| r.starts_with('/'));
-        probes.iter().any(|probe| match probe {
-            Probe::Stat(p) | Probe::Read(p) => self
-                .paths
-                .iter()
-                .any(|w| p == w || below(p, w) || below(w, p)),
-            Probe::Run(_) => !self.paths.is_empty(),
-        })
+            |w: &str, p: &str| p == "/" || w.strip_prefix(p).is_some_and(|r| r.starts_with('/'));
+        probes
+            .iter()
+            .zip(answers)
+            .any(|(probe, answer)| match probe {
+                Probe::Read(p) => self.paths.iter().any(|w| w == p),
+                Probe::Stat(p) => {
+                    let was_absent = matches!(answer, Answer::Stat(None));
+                    self.paths
+                        .iter()
+                        .any(|w| w == p || (was_absent && below(w, p)))
+                }
+                Probe::Run(_) => !self.paths.is_empty(),
+            })
     }
 }
 
@@ -288,10 +296,11 @@ fn apply_one(
     report: &mut TaskReport,
 ) {
     let probes = res.probes();
-    let answers = if dirty.touches(&probes) {
+    let answers = batch.answers(&probes);
+    let answers = if dirty.touches(&probes, &answers) {
         t.observe(&probes)
     } else {
-        batch.answers(&probes)
+        answers
     };
     let obs = Observed {
         answers: &answers,

@@ -2,33 +2,36 @@
 //! is observed in a single round trip.
 //!
 //! Each probe writes one record to standard output: a header line `@@ <index> <kind> ...`, then,
-//! for records that carry data, exactly the number of bytes the header announces. Lengths make
-//! the format safe for any file contents.
+//! for records that carry data, that data base64-encoded on lines of its own. Base64 keeps any
+//! file contents safe in a line-based answer and costs one process per file read.
+
+use base64::Engine as _;
 
 use super::{Answer, FileType, Output, Probe, Stat};
 
-/// The script answering `probes`, in order. It needs only sh, stat, cat, wc and mktemp.
+/// The script answering `probes`, in order. It needs sh, stat, base64, head, tr and mktemp.
 pub fn build(probes: &[Probe]) -> String {
     let mut s = String::from(
         "set +e\nexport LC_ALL=C\nt=$(mktemp -d) || exit 97\ntrap 'rm -rf \"$t\"' EXIT\n\
-         size() { wc -c < \"$1\" | tr -d ' '; }\n",
+         err() { head -c 300 \"$t/e\" | tr '\\n' ' '; }\n",
     );
     for (i, p) in probes.iter().enumerate() {
         match p {
             Probe::Stat(path) => s.push_str(&format!(
-                "p={q}\nif [ -e \"$p\" ] || [ -L \"$p\" ]; then\n  if st=$(stat -c '%f %u %g %s' -- \"$p\" 2>\"$t/e\"); then printf '@@ {i} S %s\\n' \"$st\"; \
-                 else printf '@@ {i} F %s\\n' \"$(head -c 300 \"$t/e\" | tr '\\n' ' ')\"; fi\nelse printf '@@ {i} N\\n'; fi\n",
+                "p={q}\nif st=$(stat -c '%f %u %g %s' -- \"$p\" 2>\"$t/e\"); then printf '@@ {i} S %s\\n' \"$st\"; \
+                 elif [ -e \"$p\" ] || [ -L \"$p\" ]; then printf '@@ {i} F %s\\n' \"$(err)\"; else printf '@@ {i} N\\n'; fi\n",
                 q = quote(path)
             )),
+            // A failed read after the header is reported by a second record for the same probe.
             Probe::Read(path) => s.push_str(&format!(
-                "p={q}\nif [ -f \"$p\" ]; then\n  if cat -- \"$p\" > \"$t/d\" 2>\"$t/e\"; then printf '@@ {i} R %s\\n' \"$(size \"$t/d\")\"; cat \"$t/d\"; \
-                 else printf '@@ {i} F %s\\n' \"$(head -c 300 \"$t/e\" | tr '\\n' ' ')\"; fi\n\
-                 elif [ -e \"$p\" ]; then printf '@@ {i} F %s\\n' 'Is a directory or not a regular file'\nelse printf '@@ {i} N\\n'; fi\n",
+                "p={q}\nif [ -f \"$p\" ]; then printf '@@ {i} R\\n'; base64 -w0 -- \"$p\" 2>\"$t/e\"; rc=$?; echo; \
+                 [ $rc = 0 ] || printf '@@ {i} F %s\\n' \"$(err)\"; \
+                 elif [ -e \"$p\" ]; then printf '@@ {i} F %s\\n' 'Is a directory or not a regular file'; else printf '@@ {i} N\\n'; fi\n",
                 q = quote(path)
             )),
             Probe::Run(cmd) => s.push_str(&format!(
-                "(cd / && sh -c {q}) > \"$t/o\" 2> \"$t/e\" < /dev/null\nrc=$?\n\
-                 printf '@@ {i} X %s %s %s\\n' \"$rc\" \"$(size \"$t/o\")\" \"$(size \"$t/e\")\"; cat \"$t/o\" \"$t/e\"\n",
+                "(cd / && sh -c {q}) > \"$t/o\" 2> \"$t/e\" < /dev/null\nprintf '@@ {i} X %s\\n' \"$?\"; \
+                 base64 -w0 < \"$t/o\"; echo; base64 -w0 < \"$t/e\"; echo\n",
                 q = quote(cmd)
             )),
         }
@@ -45,13 +48,15 @@ pub fn quote(s: &str) -> String {
 /// becomes a failed answer for that probe, never a panic.
 pub fn parse(probes: &[Probe], out: &[u8]) -> Vec<Answer> {
     let mut answers: Vec<Option<Answer>> = vec![None; probes.len()];
-    let mut pos = 0;
-    while pos < out.len() {
-        let Some(nl) = out[pos..].iter().position(|&b| b == b'\n') else {
-            break;
-        };
-        let header = String::from_utf8_lossy(&out[pos..pos + nl]).into_owned();
-        pos += nl + 1;
+    let mut lines = out.split(|&b| b == b'\n');
+    let decode = |line: Option<&[u8]>| {
+        line.and_then(|l| base64::engine::general_purpose::STANDARD.decode(l).ok())
+    };
+    while let Some(header) = lines.next() {
+        if header.is_empty() {
+            continue;
+        }
+        let header = String::from_utf8_lossy(header).into_owned();
         let mut f = header.split(' ');
         if f.next() != Some("@@") {
             break;
@@ -65,14 +70,6 @@ pub fn parse(probes: &[Probe], out: &[u8]) -> Vec<Answer> {
         };
         let kind = f.next().unwrap_or_default();
         let rest: Vec<&str> = f.collect();
-        let num = |k: usize| rest.get(k).and_then(|v| v.parse::<u64>().ok());
-        let mut take = |n: u64| -> Option<Vec<u8>> {
-            let n = usize::try_from(n).ok()?;
-            let end = pos.checked_add(n).filter(|e| *e <= out.len())?;
-            let data = out[pos..end].to_vec();
-            pos = end;
-            Some(data)
-        };
         let answer = match kind {
             "N" if matches!(probes[i], Probe::Stat(_)) => Answer::Stat(None),
             "N" => Answer::Read(None),
@@ -80,20 +77,21 @@ pub fn parse(probes: &[Probe], out: &[u8]) -> Vec<Answer> {
                 Some(st) => Answer::Stat(Some(st)),
                 None => Answer::Failed(format!("unreadable stat answer `{}`", rest.join(" "))),
             },
-            "R" => match num(0).and_then(&mut take) {
+            "R" => match decode(lines.next()) {
                 Some(d) => Answer::Read(Some(d)),
                 None => Answer::Failed("truncated file contents".into()),
             },
-            "X" => match (num(0), num(1), num(2)) {
-                (Some(rc), Some(o), Some(e)) => match (take(o), take(e)) {
-                    (Some(stdout), Some(stderr)) => Answer::Run(Output {
-                        status: i32::try_from(rc).unwrap_or(255),
-                        stdout,
-                        stderr,
-                    }),
-                    _ => Answer::Failed("truncated command output".into()),
-                },
-                _ => Answer::Failed("unreadable command answer".into()),
+            "X" => match (
+                rest.first().and_then(|r| r.parse::<i32>().ok()),
+                decode(lines.next()),
+                decode(lines.next()),
+            ) {
+                (Some(status), Some(stdout), Some(stderr)) => Answer::Run(Output {
+                    status,
+                    stdout,
+                    stderr,
+                }),
+                _ => Answer::Failed("truncated command output".into()),
             },
             "F" => Answer::Failed(rest.join(" ").trim().to_string()),
             _ => Answer::Failed(format!("unknown answer `{header}`")),

@@ -202,7 +202,7 @@ impl Ssh {
         let mut ch = loop {
             match self.session.channel_session() {
                 Ok(ch) => break ch,
-                Err(e) if would_block(&e) => self.wait_socket(deadline, false)?,
+                Err(e) if would_block(&e) => self.wait_socket(deadline)?,
                 Err(e) => return Err(ssh_err(e)),
             }
         };
@@ -210,7 +210,7 @@ impl Ssh {
         loop {
             match ch.exec(&wrapped) {
                 Ok(()) => break,
-                Err(e) if would_block(&e) => self.wait_socket(deadline, true)?,
+                Err(e) if would_block(&e) => self.wait_socket(deadline)?,
                 Err(e) => return Err(ssh_err(e)),
             }
         }
@@ -266,7 +266,7 @@ impl Ssh {
                 return Err(self.timed_out());
             }
             if !progress {
-                self.wait_socket(deadline, false)?;
+                self.wait_socket(deadline)?;
             }
         }
     }
@@ -280,9 +280,7 @@ impl Ssh {
         while !data.is_empty() {
             match ch.write(data) {
                 Ok(n) => data = &data[n..],
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.wait_socket(deadline, true)?
-                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wait_socket(deadline)?,
                 Err(e) => return Err(e),
             }
         }
@@ -373,23 +371,20 @@ impl Ssh {
             if !progress {
                 // A long quiet command must not let a NAT or firewall drop the connection.
                 let _ = self.session.keepalive_send();
-                self.wait_socket(deadline, !eof_sent)?;
+                self.wait_socket(deadline)?;
             }
         }
         Ok((stdout, stderr))
     }
 
-    /// Sleeps until the socket is ready in the direction libssh2 is waiting for, or for
-    /// writing too while SLICE still has input (or its end) to send.
-    fn wait_socket(&self, deadline: Instant, sending: bool) -> io::Result<()> {
-        let mut flags = match self.session.block_directions() {
+    /// Sleeps until the socket is ready in the direction libssh2 is waiting for. (Waiting for
+    /// "writable" otherwise would spin: the socket nearly always is.)
+    fn wait_socket(&self, deadline: Instant) -> io::Result<()> {
+        let flags = match self.session.block_directions() {
             BlockDirections::Inbound | BlockDirections::None => PollFlags::POLLIN,
             BlockDirections::Outbound => PollFlags::POLLOUT,
             BlockDirections::Both => PollFlags::POLLIN | PollFlags::POLLOUT,
         };
-        if sending {
-            flags |= PollFlags::POLLOUT;
-        }
         let fd: BorrowedFd = self.socket.as_fd();
         // libssh2 may already hold data read along with an earlier packet, which the socket
         // will not announce again: a short cap bounds that wait.
