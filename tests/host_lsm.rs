@@ -76,33 +76,9 @@ fn apparmor_task(extra: &str, content: &str) -> String {
     ))
 }
 
-/// The host's AppArmor userspace: the lab's offline repo has no `apparmor` package (yet), so
-/// a downloaded .deb of bookworm's apparmor can be named in SLICE_LAB_APPARMOR_DEB instead.
+/// The host's AppArmor userspace, from the lab's offline repository.
 fn install_apparmor(h: &Host) {
-    match std::env::var_os("SLICE_LAB_APPARMOR_DEB") {
-        Some(deb) => {
-            let data = std::fs::read(&deb).expect("SLICE_LAB_APPARMOR_DEB is readable");
-            let mut child = h
-                .ssh_command("root")
-                .arg("cat > /tmp/apparmor.deb && DEBIAN_FRONTEND=noninteractive dpkg -i /tmp/apparmor.deb")
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            use std::io::Write;
-            child.stdin.take().unwrap().write_all(&data).unwrap();
-            let out = child.wait_with_output().unwrap();
-            assert!(
-                out.status.success(),
-                "dpkg -i apparmor: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        None => {
-            h.run("DEBIAN_FRONTEND=noninteractive apt-get install -y -q apparmor");
-        }
-    }
+    h.run("DEBIAN_FRONTEND=noninteractive apt-get install -y -q apparmor");
     h.run("command -v apparmor_parser");
 }
 
@@ -151,8 +127,6 @@ fn apparmor_without_a_parser_is_refused_and_never_installed() {
 /// `apparmor_parser -Q` and reported as enforced by nothing; bad ones keep the old file.
 /// Through sudo, as a fleet normally logs in.
 #[test]
-#[ignore = "the lab's offline repo has no `apparmor` package: add it to REPO_PACKAGES in tests/lab/lab.sh, \
-            or point SLICE_LAB_APPARMOR_DEB at bookworm's apparmor .deb"]
 fn apparmor_profiles_are_parsed_for_real_before_they_are_installed() {
     let h = Lab::any_host(Kind::A).unwrap();
     install_apparmor(&h);

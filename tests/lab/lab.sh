@@ -35,7 +35,7 @@ SUITE=bookworm
 # change of a file the build reads). Any change to the build functions already rebuilds.
 IMAGE_VERSION=1
 BASE_PACKAGES=systemd,systemd-sysv,dbus,openssh-server,iproute2,iptables,nftables,sudo,python3,procps,tini
-REPO_PACKAGES="auditd rsyslog docker.io curl tree busybox-static"
+REPO_PACKAGES="auditd rsyslog docker.io curl tree busybox-static apparmor"
 
 IMAGE=$LAB/image          # the finished image: rootfs.tar.zst, repo/, files/, key, stamp
 BASE=$LAB/base            # rootfs.tar.zst unpacked: the shared read-only lower layer of every host
