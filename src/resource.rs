@@ -94,6 +94,18 @@ pub const KINDS: &[Kind] = &[
         name: "selinux",
         build: resources::selinux::Selinux::build,
     },
+    Kind {
+        name: "docker_daemon",
+        build: resources::docker_daemon::DockerDaemon::build,
+    },
+    Kind {
+        name: "firewall",
+        build: resources::firewall::Firewall::build,
+    },
+    Kind {
+        name: "permissions",
+        build: resources::permissions::Permissions::build,
+    },
 ];
 
 pub fn kind(name: &str) -> Option<&'static Kind> {
