@@ -43,6 +43,11 @@ fn example_playbook_check_apply_converges() {
             "PASS    directory[/etc/docker]  docker-daemon: /etc/docker owned by root, not writable by others  [SLICE-DOCKER-ETC-DIR, CIS docker-1.6.0 3.5, 3.6]",
             "DRIFT   directory[/etc/profile.d]  docker-daemon: /etc/profile.d",
             "DRIFT   file[/etc/profile.d/docker-content-trust.sh]  docker-daemon: content trust for login shells  [SLICE-DOCKER-CONTENT-TRUST]",
+            "SKIP    permissions[docker-daemon: docker socket only for root and the docker group]  docker-daemon: docker socket only for root and the docker group  [SLICE-DOCKER-SOCKET, CIS docker-1.6.0 3.15, 3.16]",
+            "SKIP    permissions[docker-daemon: containerd socket only for root]  docker-daemon: containerd socket only for root  [SLICE-CONTAINERD-SOCKET, CIS docker-1.6.0 3.23, 3.24]",
+            "SKIP    permissions[docker-daemon: docker.service unit not writable by others]  docker-daemon: docker.service unit not writable by others  [SLICE-DOCKER-SERVICE-UNIT, CIS docker-1.6.0 3.1, 3.2]",
+            "SKIP    permissions[docker-daemon: docker.socket unit not writable by others]  docker-daemon: docker.socket unit not writable by others  [SLICE-DOCKER-SOCKET-UNIT, CIS docker-1.6.0 3.3, 3.4]",
+            "PASS    permissions[/etc/default/docker]  docker-daemon: docker defaults file not writable by others  [SLICE-DOCKER-DEFAULTS-FILE, CIS docker-1.6.0 3.19, 3.20, 3.21, 3.22]",
             "PASS    directory[/etc/docker]  docker config dir",
             "DRIFT   json[/etc/docker/daemon.json]  docker-daemon: inter-container traffic restricted  [SLICE-DOCKER-ICC, CIS docker-1.6.0 2.2]",
             "DRIFT   json[/etc/docker/daemon.json]  docker-daemon: log level  [SLICE-DOCKER-LOG-LEVEL, CIS docker-1.6.0 2.3]",
@@ -52,7 +57,7 @@ fn example_playbook_check_apply_converges() {
             "DRIFT   json[/etc/docker/daemon.json]  daemon.json hardening",
             "DRIFT   line[/etc/ssh/sshd_config]  no root login over ssh",
             "SKIP    command[restart docker]  restart docker",
-            "localhost:ROOT: 12 tasks, 2 pass, 9 drift, 0 fail, 1 skip in X ms",
+            "localhost:ROOT: 17 tasks, 3 pass, 9 drift, 0 fail, 5 skip in X ms",
             "exit code 2",
         ])
     );
@@ -116,6 +121,11 @@ fn example_playbook_check_apply_converges() {
             "OK      directory[/etc/docker]  docker-daemon: /etc/docker owned by root, not writable by others  [SLICE-DOCKER-ETC-DIR, CIS docker-1.6.0 3.5, 3.6]",
             "CHANGED directory[/etc/profile.d]  docker-daemon: /etc/profile.d",
             "CHANGED file[/etc/profile.d/docker-content-trust.sh]  docker-daemon: content trust for login shells  [SLICE-DOCKER-CONTENT-TRUST]",
+            "SKIP    permissions[docker-daemon: docker socket only for root and the docker group]  docker-daemon: docker socket only for root and the docker group  [SLICE-DOCKER-SOCKET, CIS docker-1.6.0 3.15, 3.16]",
+            "SKIP    permissions[docker-daemon: containerd socket only for root]  docker-daemon: containerd socket only for root  [SLICE-CONTAINERD-SOCKET, CIS docker-1.6.0 3.23, 3.24]",
+            "SKIP    permissions[docker-daemon: docker.service unit not writable by others]  docker-daemon: docker.service unit not writable by others  [SLICE-DOCKER-SERVICE-UNIT, CIS docker-1.6.0 3.1, 3.2]",
+            "SKIP    permissions[docker-daemon: docker.socket unit not writable by others]  docker-daemon: docker.socket unit not writable by others  [SLICE-DOCKER-SOCKET-UNIT, CIS docker-1.6.0 3.3, 3.4]",
+            "OK      permissions[/etc/default/docker]  docker-daemon: docker defaults file not writable by others  [SLICE-DOCKER-DEFAULTS-FILE, CIS docker-1.6.0 3.19, 3.20, 3.21, 3.22]",
             "OK      directory[/etc/docker]  docker config dir",
             "CHANGED json[/etc/docker/daemon.json]  docker-daemon: inter-container traffic restricted  [SLICE-DOCKER-ICC, CIS docker-1.6.0 2.2]",
             "CHANGED json[/etc/docker/daemon.json]  docker-daemon: log level  [SLICE-DOCKER-LOG-LEVEL, CIS docker-1.6.0 2.3]",
@@ -126,7 +136,7 @@ fn example_playbook_check_apply_converges() {
             "OK      json[/etc/docker/daemon.json]  daemon.json hardening",
             "CHANGED line[/etc/ssh/sshd_config]  no root login over ssh",
             "SKIP    command[restart docker]  restart docker",
-            "localhost:ROOT: 12 tasks, 3 ok, 8 changed, 0 fail, 1 skip in X ms",
+            "localhost:ROOT: 17 tasks, 4 ok, 8 changed, 0 fail, 5 skip in X ms",
             "exit code 0",
         ])
     );
@@ -175,7 +185,7 @@ fn example_playbook_check_apply_converges() {
     );
     assert!(
         report.contains(
-            "localhost:ROOT: 12 tasks, 11 ok, 0 changed, 0 fail, 1 skip in X ms\nexit code 0\n"
+            "localhost:ROOT: 17 tasks, 12 ok, 0 changed, 0 fail, 5 skip in X ms\nexit code 0\n"
         ),
         "{report}"
     );
@@ -185,7 +195,7 @@ fn example_playbook_check_apply_converges() {
     let report = s.normalise(&check.stdout);
     let hs = headers(&report);
     let (tasks, tail) = hs.split_at(hs.len() - 2);
-    assert_eq!(tasks.len(), 12);
+    assert_eq!(tasks.len(), 17);
     for h in tasks {
         assert!(
             h.starts_with("PASS    ") || h.starts_with("SKIP    "),
@@ -195,7 +205,7 @@ fn example_playbook_check_apply_converges() {
     assert_eq!(
         tail,
         lines(&[
-            "localhost:ROOT: 12 tasks, 11 pass, 0 drift, 0 fail, 1 skip in X ms",
+            "localhost:ROOT: 17 tasks, 12 pass, 0 drift, 0 fail, 5 skip in X ms",
             "exit code 0",
         ])
     );
@@ -215,7 +225,7 @@ fn builtin_container_host_on_an_empty_root() {
     let report = s.normalise(&check.stdout);
     assert!(
         report.ends_with(
-            "localhost:ROOT: 16 tasks, 0 pass, 15 drift, 0 fail, 1 skip in X ms\nexit code 2\n"
+            "localhost:ROOT: 21 tasks, 1 pass, 15 drift, 0 fail, 5 skip in X ms\nexit code 2\n"
         ),
         "{report}"
     );
@@ -239,7 +249,7 @@ fn builtin_container_host_on_an_empty_root() {
     apply.expect_code(0);
     assert!(
         s.normalise(&apply.stdout).ends_with(
-            "localhost:ROOT: 16 tasks, 0 ok, 15 changed, 0 fail, 1 skip in X ms\nexit code 0\n"
+            "localhost:ROOT: 21 tasks, 1 ok, 15 changed, 0 fail, 5 skip in X ms\nexit code 0\n"
         ),
         "{}",
         apply.stdout
@@ -250,7 +260,7 @@ fn builtin_container_host_on_an_empty_root() {
     let report = s.normalise(&check.stdout);
     assert!(
         report.ends_with(
-            "localhost:ROOT: 16 tasks, 15 pass, 0 drift, 0 fail, 1 skip in X ms\nexit code 0\n"
+            "localhost:ROOT: 21 tasks, 16 pass, 0 drift, 0 fail, 5 skip in X ms\nexit code 0\n"
         ),
         "{report}"
     );
@@ -339,7 +349,7 @@ fn json_report_has_the_documented_schema() {
     assert_eq!(doc["playbook"], pb.to_str().unwrap());
     assert_eq!(doc["exit_code"], 2);
     let summary = serde_json::json!({
-        "tasks": 12, "pass": 2, "drift": 9, "changed": 0, "fail": 0, "skip": 1, "deselected": 0,
+        "tasks": 17, "pass": 3, "drift": 9, "changed": 0, "fail": 0, "skip": 5, "deselected": 0,
         "hosts_failed": 0
     });
     assert_eq!(doc["summary"], summary);
@@ -364,7 +374,7 @@ fn json_report_has_the_documented_schema() {
     assert_eq!(host["summary"], summary);
     assert_eq!(host["error"], Value::Null);
     let tasks = host["tasks"].as_array().unwrap();
-    assert_eq!(tasks.len(), 12);
+    assert_eq!(tasks.len(), 17);
     for t in tasks {
         assert_eq!(
             keys(t),
@@ -464,7 +474,7 @@ fn json_report_has_the_documented_schema() {
     assert_eq!(
         doc["summary"],
         serde_json::json!({
-            "tasks": 12, "pass": 3, "drift": 0, "changed": 8, "fail": 0, "skip": 1, "deselected": 0,
+            "tasks": 17, "pass": 4, "drift": 0, "changed": 8, "fail": 0, "skip": 5, "deselected": 0,
             "hosts_failed": 0
         })
     );
