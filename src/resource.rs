@@ -106,6 +106,10 @@ pub const KINDS: &[Kind] = &[
         name: "permissions",
         build: resources::permissions::Permissions::build,
     },
+    Kind {
+        name: "sshd",
+        build: resources::sshd::Sshd::build,
+    },
 ];
 
 pub fn kind(name: &str) -> Option<&'static Kind> {

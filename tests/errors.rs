@@ -155,7 +155,7 @@ error: unknown key `zypperpkg` in a task
   |
 3 |     zypperpkg: { name: vim }
   |     ^^^^^^^^^
-  = help: resource kinds: file, directory, line, json, sysctl, command, package, patch, service, user, group, mount, setuid, kernel_module, audit_rule, apparmor, selinux, docker_daemon, firewall, permissions
+  = help: resource kinds: file, directory, line, json, sysctl, command, package, patch, service, user, group, mount, setuid, kernel_module, audit_rule, apparmor, selinux, docker_daemon, firewall, permissions, sshd
 ",
     );
 }

@@ -18,6 +18,7 @@ pub mod permissions;
 pub mod selinux;
 pub mod service;
 pub mod setuid;
+pub mod sshd;
 pub mod sysctl;
 #[cfg(test)]
 pub mod testing;

@@ -69,6 +69,14 @@ pub struct Attrs {
     pub gid: Option<u32>,
 }
 
+/// Who SLICE is on a remote host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Login {
+    pub user: String,
+    /// The controller's address as the host sees it (the local end of the TCP connection).
+    pub from: String,
+}
+
 /// The result of a command.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Output {
@@ -119,6 +127,12 @@ pub trait Transport: Send + Sync {
     /// Whether this is a running system (live kernel state such as /proc/sys is real), as opposed
     /// to an offline root directory.
     fn live(&self) -> bool;
+
+    /// The user SLICE logs in as over SSH, and the address it connects from as the host sees it
+    /// (for "would this change lock SLICE out?" checks). `None` for local targets.
+    fn login(&self) -> Option<Login> {
+        None
+    }
 
     fn stat(&self, path: &str) -> io::Result<Option<Stat>>;
 

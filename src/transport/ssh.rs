@@ -17,7 +17,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use ssh2::{BlockDirections, CheckResult, HashType, HostKeyType, KnownHostFileKind, Session};
 
 use super::script::{self, quote};
-use super::{busy, Answer, Attrs, Output, Probe, Stat, Transport};
+use super::{busy, Answer, Attrs, Login, Output, Probe, Stat, Transport};
 
 /// What the inventory says about a host; everything else comes from `ssh -G`.
 #[derive(Clone, Debug, Default)]
@@ -75,6 +75,8 @@ pub struct Resolved {
 
 pub struct Ssh {
     name: String,
+    /// The login user.
+    user: String,
     session: Session,
     /// A second handle on the socket, to wait for it while the session is non-blocking.
     socket: TcpStream,
@@ -144,6 +146,7 @@ impl Ssh {
             .filter(|u| *u != r.user || r.user != "root");
         Ok(Ssh {
             name: target.name.clone(),
+            user: r.user.clone(),
             session,
             socket,
             become_user,
@@ -495,6 +498,13 @@ impl Transport for Ssh {
 
     fn live(&self) -> bool {
         true
+    }
+
+    fn login(&self) -> Option<Login> {
+        Some(Login {
+            user: self.user.clone(),
+            from: self.socket.local_addr().map(|a| a.ip().to_string()).unwrap_or_default(),
+        })
     }
 
     fn stat(&self, path: &str) -> io::Result<Option<Stat>> {
