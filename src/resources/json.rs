@@ -186,7 +186,7 @@ fn paths(set: &Map<String, J>, prefix: &mut Vec<String>) -> Vec<Vec<String>> {
 }
 
 /// The file's object; an empty file counts as `{}`.
-fn parse(path: &str, data: &[u8]) -> Result<Map<String, J>, String> {
+pub(crate) fn parse(path: &str, data: &[u8]) -> Result<Map<String, J>, String> {
     if data.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());
     }
@@ -239,7 +239,7 @@ fn json_type(v: &J) -> &'static str {
 
 /// Merges `set` into `doc`, noting a change for each key path whose value changes. Existing keys
 /// keep their place; new ones go at the end.
-fn merge(
+pub(crate) fn merge(
     doc: &mut Map<String, J>,
     set: &Map<String, J>,
     path: &mut Vec<String>,
