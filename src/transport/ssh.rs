@@ -503,7 +503,11 @@ impl Transport for Ssh {
     fn login(&self) -> Option<Login> {
         Some(Login {
             user: self.user.clone(),
-            from: self.socket.local_addr().map(|a| a.ip().to_string()).unwrap_or_default(),
+            from: self
+                .socket
+                .local_addr()
+                .map(|a| a.ip().to_string())
+                .unwrap_or_default(),
         })
     }
 
