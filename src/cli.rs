@@ -113,6 +113,11 @@ pub struct TargetArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 600)]
     pub command_timeout: u64,
 
+    /// Seconds after which a host undoes a firewall or sshd change by itself, unless SLICE can
+    /// still log in with a new connection.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub revert_after: u64,
+
     /// Seconds to wait for another SLICE run on the same host to finish.
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     pub lock_wait: u64,

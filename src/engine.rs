@@ -14,6 +14,7 @@ use crate::graph::{self, Graph};
 use crate::playbook::render::{Rendered, Selection};
 use crate::playbook::{Level, Playbook};
 use crate::resource::{Change, Observed, Resource};
+use crate::transport::script::quote;
 use crate::transport::{Answer, Probe, Transport};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -71,16 +72,25 @@ impl HostReport {
     }
 }
 
+/// How to run a host's graph.
+pub struct How<'a> {
+    pub mode: Mode,
+    /// The tasks asked for (`--tags`, `--level`).
+    pub selection: &'a Selection,
+    /// How long a change that may cut SLICE off stays before the host undoes it by itself.
+    pub revert_after: Duration,
+}
+
 /// Runs the graph on a transport. `progress` sees each task report as it is made.
 pub fn run(
     pb: &Playbook,
     rendered: &[Rendered],
     graph: &Graph,
     t: &dyn Transport,
-    mode: Mode,
-    sel: &Selection,
+    how: &How,
     progress: &mut dyn FnMut(&TaskReport),
 ) -> HostReport {
+    let (mode, sel, revert_after) = (how.mode, how.selection, how.revert_after);
     let start = Instant::now();
     let n = pb.tasks.len();
     // Handlers follow the selection of the tasks that notify them.
@@ -158,7 +168,14 @@ pub fn run(
             (Some(_), Some(why)) => report.message = Some(why),
             (Some(res), None) => match mode {
                 Mode::Check => batch.diff(res.as_ref(), &mut report),
-                Mode::Apply => apply_one(res.as_ref(), t, &batch, &mut dirty, &mut report),
+                Mode::Apply => {
+                    let ctx = ApplyCtx {
+                        t,
+                        batch: &batch,
+                        revert_after,
+                    };
+                    apply_one(res.as_ref(), &ctx, &mut dirty, &mut report)
+                }
             },
         }
         report.duration = t0.elapsed();
@@ -245,6 +262,39 @@ fn verify(res: &dyn Resource, t: &dyn Transport) -> (Result<Vec<Change>, String>
     (res.diff(&obs), res.note(&obs))
 }
 
+/// Starts the revert on the host: a detached timer that runs `script` after `after`. Returns the
+/// timer's process id.
+fn arm(t: &dyn Transport, script: &str, after: Duration) -> Result<String, String> {
+    let timer = format!("sleep {}; {script}", after.as_secs().max(1));
+    let cmd = format!(
+        "setsid sh -c {} > /dev/null 2>&1 < /dev/null & echo $!",
+        quote(&timer)
+    );
+    let out = t.run(&cmd).map_err(|e| e.to_string())?;
+    let pid = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if !out.success() || pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("the timer did not start: {}", out.message()));
+    }
+    Ok(pid)
+}
+
+/// Stops the revert timer (its whole process group: the shell and its sleep).
+fn disarm(t: &dyn Transport, pid: &str) {
+    let _ = t.run(&format!(
+        "kill -- -{pid} 2>/dev/null || kill {pid} 2>/dev/null; true"
+    ));
+}
+
+/// After a change cut SLICE off: waits for the host's own revert, then says whether it worked.
+fn locked_out(t: &dyn Transport, after: Duration, why: &str) -> String {
+    std::thread::sleep(after + Duration::from_secs(3));
+    let back = match t.confirm_access() {
+        Ok(()) => "the host put the previous state back and SLICE can log in again".to_string(),
+        Err(e) => format!("and SLICE still cannot log in ({e}): check the host from its console"),
+    };
+    format!("this change cut SLICE's access to the host (a new connection failed: {why}); after {}s {back}", after.as_secs())
+}
+
 /// What earlier tasks of this run changed, to know which batch answers are stale.
 #[derive(Default)]
 struct Dirty {
@@ -288,13 +338,17 @@ impl Dirty {
     }
 }
 
-fn apply_one(
-    res: &dyn Resource,
-    t: &dyn Transport,
-    batch: &Batch,
-    dirty: &mut Dirty,
-    report: &mut TaskReport,
-) {
+/// What applying one task needs besides the task itself.
+struct ApplyCtx<'a> {
+    t: &'a dyn Transport,
+    batch: &'a Batch,
+    /// How long a change that may cut SLICE off is left in place before the host undoes it,
+    /// unless SLICE gets back in.
+    revert_after: Duration,
+}
+
+fn apply_one(res: &dyn Resource, ctx: &ApplyCtx, dirty: &mut Dirty, report: &mut TaskReport) {
+    let (t, batch) = (ctx.t, ctx.batch);
     let probes = res.probes();
     let answers = batch.answers(&probes);
     let answers = if dirty.touches(&probes, &answers) {
@@ -321,10 +375,36 @@ fn apply_one(
     report.changes = changes;
     // Even a failed apply may have changed something.
     dirty.record(res);
+    // Over SSH, a change that can lock SLICE out is undone by the host itself unless SLICE
+    // proves, with a new connection, that it can still get in.
+    let guard = match (t.login(), res.revert(&obs)) {
+        (Some(_), Some(script)) => match arm(t, &script, ctx.revert_after) {
+            Ok(pid) => Some(pid),
+            Err(msg) => {
+                report.status = Status::Fail;
+                report.message = Some(format!(
+                    "not applied: cannot arm the automatic revert: {msg}"
+                ));
+                return;
+            }
+        },
+        _ => None,
+    };
     if let Err(msg) = res.apply(&obs, t) {
+        if let Some(pid) = &guard {
+            disarm(t, pid);
+        }
         report.status = Status::Fail;
         report.message = Some(msg);
         return;
+    }
+    if let Some(pid) = guard {
+        if let Err(e) = t.confirm_access() {
+            report.status = Status::Fail;
+            report.message = Some(locked_out(t, ctx.revert_after, &e.to_string()));
+            return;
+        }
+        disarm(t, &pid);
     }
     if res.verifiable() {
         let (left, note) = verify(res, t);

@@ -38,6 +38,8 @@ pub struct Job<'a> {
     pub mode: Mode,
     pub ssh: &'a ssh::Options,
     pub lock_wait: Duration,
+    /// How long a change that may cut SLICE off stays before the host undoes it by itself.
+    pub revert_after: Duration,
     /// Shown to a run that finds the lock taken: who holds it.
     pub holder: String,
 }
@@ -115,8 +117,11 @@ fn run_host(
             &rendered,
             &graph,
             t,
-            job.mode,
-            job.selection,
+            &engine::How {
+                mode: job.mode,
+                selection: job.selection,
+                revert_after: job.revert_after,
+            },
             tick,
         ))
     })

@@ -185,6 +185,14 @@ pub trait Resource: Send + Sync {
         None
     }
 
+    /// For a change that can cut SLICE's own way in (a firewall, sshd): shell commands that put
+    /// back the state observed in `obs`. Over SSH the engine arms them on the host to run after a
+    /// delay, applies, then confirms with a new connection and disarms them; if it cannot get
+    /// back in, the host restores itself.
+    fn revert(&self, _obs: &Observed) -> Option<String> {
+        None
+    }
+
     /// Whether observing again after apply must find no changes. Only a resource whose effect
     /// cannot be observed (a command without a guard) says no.
     fn verifiable(&self) -> bool {

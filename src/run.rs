@@ -190,6 +190,7 @@ fn check_or_apply(a: &RunArgs, mode: Mode, detailed: bool) -> Result<i32> {
         mode,
         ssh: &ssh,
         lock_wait: Duration::from_secs(a.target.lock_wait),
+        revert_after: Duration::from_secs(a.target.revert_after),
         holder: holder(),
     };
     let mut outcomes = fleet::run(&job, hosts, usize::from(a.target.forks), true);

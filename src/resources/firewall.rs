@@ -1075,6 +1075,48 @@ impl Resource for Firewall {
         ]
     }
 
+    /// SLICE's chains (or table) as observed, and the hooks as they were: what the host puts
+    /// back by itself if applying cuts SLICE off. Other chains are never touched.
+    fn revert(&self, obs: &Observed) -> Option<String> {
+        if !self.live {
+            return None;
+        }
+        let out = obs.run(0).ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let probed = split_probe(&text);
+        match self.resolve_backend(&probed) {
+            Backend::Nftables => match probed.nft? {
+                Ok(Some(table)) => Some(format!(
+                    "nft -f - <<'SLICE_EOF'\ntable inet slice {{}}\nflush table inet slice\n{table}\nSLICE_EOF"
+                )),
+                Ok(None) => Some("nft delete table inet slice 2>/dev/null; true".into()),
+                Err(_) => None,
+            },
+            _ => {
+                let saved = probed.iptables?.ok()?;
+                let mine: Vec<&str> = saved
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| l.starts_with(&format!("-A {INPUT_CHAIN} ")) || l.starts_with(&format!("-A {DOCKER_CHAIN} ")))
+                    .collect();
+                let mut script = format!(
+                    "iptables-restore -w --noflush <<'SLICE_EOF'\n*filter\n:{INPUT_CHAIN} - [0:0]\n:{DOCKER_CHAIN} - [0:0]\n{}{}COMMIT\nSLICE_EOF\n",
+                    mine.join("\n"),
+                    if mine.is_empty() { "" } else { "\n" }
+                );
+                for (base, chain) in [("INPUT", INPUT_CHAIN), ("DOCKER-USER", DOCKER_CHAIN)] {
+                    let hooked = saved.lines().any(|l| l.trim() == format!("-A {base} -j {chain}"));
+                    if hooked {
+                        script.push_str(&format!("iptables -w -C {base} -j {chain} 2>/dev/null || iptables -w -I {base} 1 -j {chain}\n"));
+                    } else {
+                        script.push_str(&format!("while iptables -w -D {base} -j {chain} 2>/dev/null; do :; done\n"));
+                    }
+                }
+                Some(script)
+            }
+        }
+    }
+
     fn diff(&self, obs: &Observed) -> std::result::Result<Vec<Change>, String> {
         let plan = self.plan(obs)?;
         let mut out = plan.rules;

@@ -529,12 +529,7 @@ impl Sshd {
 
     /// Reloads a running sshd so new connections get the new settings.
     fn reload(&self, t: &dyn Transport) -> Result<(), String> {
-        let script = "pid=$(cat /run/sshd.pid 2>/dev/null); \
-            if [ -d /run/systemd/system ] && systemctl is-active --quiet ssh 2>/dev/null; then systemctl reload ssh && echo 'systemctl reload ssh'; \
-            elif [ -d /run/systemd/system ] && systemctl is-active --quiet sshd 2>/dev/null; then systemctl reload sshd && echo 'systemctl reload sshd'; \
-            elif [ -n \"$pid\" ] && kill -0 \"$pid\" 2>/dev/null; then kill -HUP \"$pid\" && echo 'SIGHUP to the pid in /run/sshd.pid'; \
-            else echo 'not running'; fi";
-        let out = sh(t, script)?;
+        let out = sh(t, RELOAD)?;
         if !out.success() {
             return Err(format!(
                 "{} is written but reloading sshd failed: {}",
@@ -746,6 +741,13 @@ fn lockout(login: &Login, groups: &[String], t: &[(String, String)]) -> Vec<Stri
     why
 }
 
+/// Reloads whichever sshd runs, and says how.
+const RELOAD: &str = "pid=$(cat /run/sshd.pid 2>/dev/null); \
+    if [ -d /run/systemd/system ] && systemctl is-active --quiet ssh 2>/dev/null; then systemctl reload ssh && echo 'systemctl reload ssh'; \
+    elif [ -d /run/systemd/system ] && systemctl is-active --quiet sshd 2>/dev/null; then systemctl reload sshd && echo 'systemctl reload sshd'; \
+    elif [ -n \"$pid\" ] && kill -0 \"$pid\" 2>/dev/null; then kill -HUP \"$pid\" && echo 'SIGHUP to the pid in /run/sshd.pid'; \
+    else echo 'not running'; fi";
+
 impl Resource for Sshd {
     fn target(&self) -> String {
         self.path.clone()
@@ -769,6 +771,20 @@ impl Resource for Sshd {
             v.push(Probe::Run(self.dropins_probe()));
         }
         v
+    }
+
+    /// The file as observed (or no file), and sshd reloaded with it.
+    fn revert(&self, obs: &Observed) -> Option<String> {
+        use base64::Engine as _;
+        let path = crate::transport::script::quote(&self.path);
+        let restore = match obs.read(1).ok()? {
+            Some(old) => format!(
+                "printf '%s' '{}' | base64 -d > {path}.slice-revert && mv -f {path}.slice-revert {path}",
+                base64::engine::general_purpose::STANDARD.encode(old)
+            ),
+            None => format!("rm -f {path}"),
+        };
+        Some(format!("{restore}; {RELOAD}"))
     }
 
     fn diff(&self, obs: &Observed) -> Result<Vec<Change>, String> {

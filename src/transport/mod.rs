@@ -128,6 +128,12 @@ pub trait Transport: Send + Sync {
     /// to an offline root directory.
     fn live(&self) -> bool;
 
+    /// Proves that SLICE can still get in: a new connection, logged in, running a command.
+    /// Local targets are always reachable.
+    fn confirm_access(&self) -> io::Result<()> {
+        Ok(())
+    }
+
     /// The user SLICE logs in as over SSH, and the address it connects from as the host sees it
     /// (for "would this change lock SLICE out?" checks). `None` for local targets.
     fn login(&self) -> Option<Login> {

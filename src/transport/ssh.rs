@@ -75,6 +75,9 @@ pub struct Resolved {
 
 pub struct Ssh {
     name: String,
+    /// How this host was reached, to prove a new connection still works (`confirm_access`).
+    target: Target,
+    opts: Options,
     /// The login user.
     user: String,
     session: Session,
@@ -146,6 +149,12 @@ impl Ssh {
             .filter(|u| *u != r.user || r.user != "root");
         Ok(Ssh {
             name: target.name.clone(),
+            target: target.clone(),
+            opts: Options {
+                // A fresh login must not wait as long as a first contact may.
+                connect_timeout: opts.connect_timeout.min(Duration::from_secs(10)),
+                ..opts.clone()
+            },
             user: r.user.clone(),
             session,
             socket,
@@ -498,6 +507,19 @@ impl Transport for Ssh {
 
     fn live(&self) -> bool {
         true
+    }
+
+    fn confirm_access(&self) -> io::Result<()> {
+        let fresh = Ssh::connect(&self.target, &self.opts).map_err(io::Error::other)?;
+        let out = fresh.exec("true", b"")?;
+        if out.success() {
+            Ok(())
+        } else {
+            Err(io::Error::other(format!(
+                "logged in, but a command failed: {}",
+                out.message()
+            )))
+        }
     }
 
     fn login(&self) -> Option<Login> {
