@@ -48,6 +48,9 @@ fn example_playbook_check_apply_converges() {
             "SKIP    permissions[docker-daemon: docker.service unit not writable by others]  docker-daemon: docker.service unit not writable by others  [SLICE-DOCKER-SERVICE-UNIT, CIS docker-1.6.0 3.1, 3.2]",
             "SKIP    permissions[docker-daemon: docker.socket unit not writable by others]  docker-daemon: docker.socket unit not writable by others  [SLICE-DOCKER-SOCKET-UNIT, CIS docker-1.6.0 3.3, 3.4]",
             "PASS    permissions[/etc/default/docker]  docker-daemon: docker defaults file not writable by others  [SLICE-DOCKER-DEFAULTS-FILE, CIS docker-1.6.0 3.19, 3.20, 3.21, 3.22]",
+            "SKIP    permissions[docker-daemon: TLS CA certificate read-only, owned by root]  docker-daemon: TLS CA certificate read-only, owned by root  [SLICE-DOCKER-TLS-CA, CIS docker-1.6.0 3.9, 3.10]",
+            "SKIP    permissions[docker-daemon: TLS server certificate read-only, owned by root]  docker-daemon: TLS server certificate read-only, owned by root  [SLICE-DOCKER-TLS-CERT, CIS docker-1.6.0 3.11, 3.12]",
+            "SKIP    permissions[docker-daemon: TLS private key readable by root only]  docker-daemon: TLS private key readable by root only  [SLICE-DOCKER-TLS-KEY, CIS docker-1.6.0 3.13, 3.14]",
             "PASS    directory[/etc/docker]  docker config dir",
             "DRIFT   json[/etc/docker/daemon.json]  docker-daemon: inter-container traffic restricted  [SLICE-DOCKER-ICC, CIS docker-1.6.0 2.2]",
             "DRIFT   json[/etc/docker/daemon.json]  docker-daemon: log level  [SLICE-DOCKER-LOG-LEVEL, CIS docker-1.6.0 2.3]",
@@ -57,7 +60,7 @@ fn example_playbook_check_apply_converges() {
             "DRIFT   json[/etc/docker/daemon.json]  daemon.json hardening",
             "DRIFT   line[/etc/ssh/sshd_config]  no root login over ssh",
             "SKIP    command[restart docker]  restart docker",
-            "localhost:ROOT: 17 tasks, 3 pass, 9 drift, 0 fail, 5 skip in X ms",
+            "localhost:ROOT: 20 tasks, 3 pass, 9 drift, 0 fail, 8 skip in X ms",
             "exit code 2",
         ])
     );
@@ -126,6 +129,9 @@ fn example_playbook_check_apply_converges() {
             "SKIP    permissions[docker-daemon: docker.service unit not writable by others]  docker-daemon: docker.service unit not writable by others  [SLICE-DOCKER-SERVICE-UNIT, CIS docker-1.6.0 3.1, 3.2]",
             "SKIP    permissions[docker-daemon: docker.socket unit not writable by others]  docker-daemon: docker.socket unit not writable by others  [SLICE-DOCKER-SOCKET-UNIT, CIS docker-1.6.0 3.3, 3.4]",
             "OK      permissions[/etc/default/docker]  docker-daemon: docker defaults file not writable by others  [SLICE-DOCKER-DEFAULTS-FILE, CIS docker-1.6.0 3.19, 3.20, 3.21, 3.22]",
+            "SKIP    permissions[docker-daemon: TLS CA certificate read-only, owned by root]  docker-daemon: TLS CA certificate read-only, owned by root  [SLICE-DOCKER-TLS-CA, CIS docker-1.6.0 3.9, 3.10]",
+            "SKIP    permissions[docker-daemon: TLS server certificate read-only, owned by root]  docker-daemon: TLS server certificate read-only, owned by root  [SLICE-DOCKER-TLS-CERT, CIS docker-1.6.0 3.11, 3.12]",
+            "SKIP    permissions[docker-daemon: TLS private key readable by root only]  docker-daemon: TLS private key readable by root only  [SLICE-DOCKER-TLS-KEY, CIS docker-1.6.0 3.13, 3.14]",
             "OK      directory[/etc/docker]  docker config dir",
             "CHANGED json[/etc/docker/daemon.json]  docker-daemon: inter-container traffic restricted  [SLICE-DOCKER-ICC, CIS docker-1.6.0 2.2]",
             "CHANGED json[/etc/docker/daemon.json]  docker-daemon: log level  [SLICE-DOCKER-LOG-LEVEL, CIS docker-1.6.0 2.3]",
@@ -136,7 +142,7 @@ fn example_playbook_check_apply_converges() {
             "OK      json[/etc/docker/daemon.json]  daemon.json hardening",
             "CHANGED line[/etc/ssh/sshd_config]  no root login over ssh",
             "SKIP    command[restart docker]  restart docker",
-            "localhost:ROOT: 17 tasks, 4 ok, 8 changed, 0 fail, 5 skip in X ms",
+            "localhost:ROOT: 20 tasks, 4 ok, 8 changed, 0 fail, 8 skip in X ms",
             "exit code 0",
         ])
     );
@@ -185,7 +191,7 @@ fn example_playbook_check_apply_converges() {
     );
     assert!(
         report.contains(
-            "localhost:ROOT: 17 tasks, 12 ok, 0 changed, 0 fail, 5 skip in X ms\nexit code 0\n"
+            "localhost:ROOT: 20 tasks, 12 ok, 0 changed, 0 fail, 8 skip in X ms\nexit code 0\n"
         ),
         "{report}"
     );
@@ -195,7 +201,7 @@ fn example_playbook_check_apply_converges() {
     let report = s.normalise(&check.stdout);
     let hs = headers(&report);
     let (tasks, tail) = hs.split_at(hs.len() - 2);
-    assert_eq!(tasks.len(), 17);
+    assert_eq!(tasks.len(), 20);
     for h in tasks {
         assert!(
             h.starts_with("PASS    ") || h.starts_with("SKIP    "),
@@ -205,7 +211,7 @@ fn example_playbook_check_apply_converges() {
     assert_eq!(
         tail,
         lines(&[
-            "localhost:ROOT: 17 tasks, 12 pass, 0 drift, 0 fail, 5 skip in X ms",
+            "localhost:ROOT: 20 tasks, 12 pass, 0 drift, 0 fail, 8 skip in X ms",
             "exit code 0",
         ])
     );
@@ -225,7 +231,7 @@ fn builtin_container_host_on_an_empty_root() {
     let report = s.normalise(&check.stdout);
     assert!(
         report.ends_with(
-            "localhost:ROOT: 21 tasks, 1 pass, 15 drift, 0 fail, 5 skip in X ms\nexit code 2\n"
+            "localhost:ROOT: 24 tasks, 1 pass, 15 drift, 0 fail, 8 skip in X ms\nexit code 2\n"
         ),
         "{report}"
     );
@@ -249,7 +255,7 @@ fn builtin_container_host_on_an_empty_root() {
     apply.expect_code(0);
     assert!(
         s.normalise(&apply.stdout).ends_with(
-            "localhost:ROOT: 21 tasks, 1 ok, 15 changed, 0 fail, 5 skip in X ms\nexit code 0\n"
+            "localhost:ROOT: 24 tasks, 1 ok, 15 changed, 0 fail, 8 skip in X ms\nexit code 0\n"
         ),
         "{}",
         apply.stdout
@@ -260,7 +266,7 @@ fn builtin_container_host_on_an_empty_root() {
     let report = s.normalise(&check.stdout);
     assert!(
         report.ends_with(
-            "localhost:ROOT: 21 tasks, 16 pass, 0 drift, 0 fail, 5 skip in X ms\nexit code 0\n"
+            "localhost:ROOT: 24 tasks, 16 pass, 0 drift, 0 fail, 8 skip in X ms\nexit code 0\n"
         ),
         "{report}"
     );
@@ -349,7 +355,7 @@ fn json_report_has_the_documented_schema() {
     assert_eq!(doc["playbook"], pb.to_str().unwrap());
     assert_eq!(doc["exit_code"], 2);
     let summary = serde_json::json!({
-        "tasks": 17, "pass": 3, "drift": 9, "changed": 0, "fail": 0, "skip": 5, "deselected": 0,
+        "tasks": 20, "pass": 3, "drift": 9, "changed": 0, "fail": 0, "skip": 8, "deselected": 0,
         "hosts_failed": 0
     });
     assert_eq!(doc["summary"], summary);
@@ -374,7 +380,7 @@ fn json_report_has_the_documented_schema() {
     assert_eq!(host["summary"], summary);
     assert_eq!(host["error"], Value::Null);
     let tasks = host["tasks"].as_array().unwrap();
-    assert_eq!(tasks.len(), 17);
+    assert_eq!(tasks.len(), 20);
     for t in tasks {
         assert_eq!(
             keys(t),
@@ -474,7 +480,7 @@ fn json_report_has_the_documented_schema() {
     assert_eq!(
         doc["summary"],
         serde_json::json!({
-            "tasks": 17, "pass": 4, "drift": 0, "changed": 8, "fail": 0, "skip": 5, "deselected": 0,
+            "tasks": 20, "pass": 4, "drift": 0, "changed": 8, "fail": 0, "skip": 8, "deselected": 0,
             "hosts_failed": 0
         })
     );

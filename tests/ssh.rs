@@ -381,7 +381,7 @@ fn the_vagrant_inventory_is_read_unchanged() {
         .unwrap();
     let run = Run::from(out);
     run.expect(0);
-    assert_eq!(run.stdout, "builtin:playbooks/container-host.yml: valid (20 tasks, 1 handler, modules: docker-daemon) for 3 hosts\n");
+    assert_eq!(run.stdout, "builtin:playbooks/container-host.yml: valid (23 tasks, 1 handler, modules: docker-daemon) for 3 hosts\n");
 }
 
 #[test]

@@ -142,7 +142,7 @@ impl<'a> Renderer<'a> {
         let vars = &self.scope_vars[t.scope];
         if let Some(w) = &t.when {
             let go = self.eval_when(w, vars)?;
-            if !go && self.when == When::Evaluate {
+            if !go {
                 let text = w.scalar_text().unwrap_or_default();
                 return Ok(Rendered {
                     resource: None,
@@ -197,8 +197,10 @@ impl<'a> Renderer<'a> {
                     if v.is_undefined() {
                         return Err(self.undefined(n, &text, vars, &undeclared));
                     }
-                    // Without a host, facts are placeholders: evaluate to catch mistakes only.
-                    self.when == When::CompileOnly || v.is_true()
+                    // Without a host, facts are placeholders: a condition on facts cannot be
+                    // known and the task is validated as if it ran; one on variables alone can.
+                    let on_facts = compiled.undeclared_variables(false).contains("facts");
+                    (self.when == When::CompileOnly && on_facts) || v.is_true()
                 }
             };
             all &= ok;

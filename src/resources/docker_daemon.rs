@@ -131,6 +131,32 @@ const KNOWN_KEYS: &[&str] = &[
 ];
 
 /// Keys a running dockerd takes on SIGHUP; any other key needs a restart.
+/// The API on TCP is root on the host for whoever reaches it: only with client certificates
+/// verified (CIS Docker 2.7). Says why the settings fall short, if they do.
+fn tcp_without_tls(settings: &Map<String, J>) -> Option<String> {
+    let hosts = settings.get("hosts")?.as_array()?;
+    let tcp: Vec<&str> = hosts
+        .iter()
+        .filter_map(J::as_str)
+        .filter(|h| h.starts_with("tcp://"))
+        .collect();
+    if tcp.is_empty() {
+        return None;
+    }
+    if settings.get("tlsverify") != Some(&J::Bool(true)) {
+        return Some(format!("`hosts` opens the API on {} without `tlsverify: true`: anyone who reaches it controls the host", tcp.join(", ")));
+    }
+    let missing: Vec<&str> = ["tlscacert", "tlscert", "tlskey"]
+        .into_iter()
+        .filter(|k| !settings.contains_key(*k))
+        .collect();
+    if missing.is_empty() {
+        None
+    } else {
+        Some(format!("`tlsverify: true` needs {} in `settings` (the files must not be the defaults in root's home)", missing.join(", ")))
+    }
+}
+
 fn reloadable(key: &str) -> bool {
     matches!(
         key,
@@ -258,6 +284,11 @@ impl DockerDaemon {
                     },
                 );
             }
+        }
+        if let Some(why) = tcp_without_tls(&settings) {
+            return Err(p.error(node, why).with_help(
+                "set `tlsverify: true` with `tlscacert`, `tlscert` and `tlskey`, or listen on the unix socket only",
+            ));
         }
         let d = DockerDaemon {
             path,
@@ -871,6 +902,21 @@ impl Resource for DockerDaemon {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_tcp_listener_needs_verified_client_certificates() {
+        let err = |yaml: &str| crate::resources::testing::build_err("docker_daemon", yaml);
+        assert_eq!(
+            err("settings:\n  hosts: [\"unix:///var/run/docker.sock\", \"tcp://0.0.0.0:2376\"]\n"),
+            "2:3: `hosts` opens the API on tcp://0.0.0.0:2376 without `tlsverify: true`: anyone who reaches it controls the host"
+        );
+        assert_eq!(
+            err("settings:\n  hosts: [\"tcp://10.0.0.1:2376\"]\n  tlsverify: true\n  tlscert: /etc/docker/tls/cert.pem\n"),
+            "2:3: `tlsverify: true` needs tlscacert, tlskey in `settings` (the files must not be the defaults in root's home)"
+        );
+        let ok = "settings:\n  hosts: [\"tcp://10.0.0.1:2376\"]\n  tlsverify: true\n  tlscacert: /etc/docker/tls/ca.pem\n  tlscert: /etc/docker/tls/cert.pem\n  tlskey: /etc/docker/tls/key.pem\n";
+        assert!(crate::resources::testing::build("docker_daemon", ok, false).is_ok());
+    }
     use std::fs;
     use std::path::Path;
 
