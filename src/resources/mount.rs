@@ -688,17 +688,7 @@ tmpfs\t/tmp\ttmpfs\tdefaults,dev,size=2G\t0\t0
                 Some("needed (give `src` and `fstype` to add one)".into())
             )]
         );
-        let probes = res.probes();
-        let answers = t.observe(&probes);
-        let err = res
-            .apply(
-                &Observed {
-                    answers: &answers,
-                    probes: &probes,
-                },
-                &t,
-            )
-            .unwrap_err();
+        let err = crate::resources::testing::apply(res.as_ref(), &t).unwrap_err();
         assert_eq!(
             err,
             "/etc/fstab has no entry for /var/tmp; give `src` and `fstype` to add one"
@@ -838,17 +828,7 @@ tmpfs\t/tmp\ttmpfs\tdefaults,dev,size=2G\t0\t0
                 Some("yes".into())
             )]
         );
-        let probes = res.probes();
-        let answers = t.observe(&probes);
-        let err = res
-            .apply(
-                &Observed {
-                    answers: &answers,
-                    probes: &probes,
-                },
-                &t,
-            )
-            .unwrap_err();
+        let err = crate::resources::testing::apply(res.as_ref(), &t).unwrap_err();
         assert!(err.starts_with("/var/lib/containerd is not on a filesystem of its own, and SLICE never repartitions: create a partition"), "{err}");
         // An offline root can only tell from its fstab.
         let (_dir, t) = root(Some(FSTAB), None);

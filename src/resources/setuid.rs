@@ -256,7 +256,7 @@ mod tests {
     use super::{only_vanished, records};
     use crate::resource::{Change, Observed};
     use crate::resources::testing::{build, build_err, converge, diff};
-    use crate::transport::{Local, Output, Probe, Transport};
+    use crate::transport::{Local, Output, Probe};
 
     fn file(dir: &Path, name: impl AsRef<OsStr>, mode: u32) {
         let p = dir.join(name.as_ref());
@@ -340,17 +340,7 @@ mod tests {
             changes[0].what,
             format!("setuid bit {}/odd\u{fffd}", d.display())
         );
-        let probes = res.probes();
-        let answers = t.observe(&probes);
-        let err = res
-            .apply(
-                &Observed {
-                    answers: &answers,
-                    probes: &probes,
-                },
-                &t,
-            )
-            .unwrap_err();
+        let err = crate::resources::testing::apply(res.as_ref(), &t).unwrap_err();
         assert!(
             err.starts_with("file names that are not UTF-8 cannot be passed to chmod by SLICE"),
             "{err}"
