@@ -287,8 +287,9 @@ fn disarm(t: &dyn Transport, pid: &str) {
 
 /// After a change cut SLICE off: waits for the host's own revert, then says whether it worked.
 fn locked_out(t: &dyn Transport, after: Duration, why: &str) -> String {
-    std::thread::sleep(after + Duration::from_secs(3));
-    let back = match t.confirm_access() {
+    // Confirming took up to half the delay already; the revert runs at the full delay.
+    std::thread::sleep(after / 2 + Duration::from_secs(3));
+    let back = match t.confirm_access(Duration::from_secs(10)) {
         Ok(()) => "the host put the previous state back and SLICE can log in again".to_string(),
         Err(e) => format!("and SLICE still cannot log in ({e}): check the host from its console"),
     };
@@ -399,7 +400,8 @@ fn apply_one(res: &dyn Resource, ctx: &ApplyCtx, dirty: &mut Dirty, report: &mut
         return;
     }
     if let Some(pid) = guard {
-        if let Err(e) = t.confirm_access() {
+        // Well inside the revert delay: a late success must not disarm a revert already done.
+        if let Err(e) = t.confirm_access(ctx.revert_after / 2) {
             report.status = Status::Fail;
             report.message = Some(locked_out(t, ctx.revert_after, &e.to_string()));
             return;

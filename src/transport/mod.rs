@@ -128,9 +128,10 @@ pub trait Transport: Send + Sync {
     /// to an offline root directory.
     fn live(&self) -> bool;
 
-    /// Proves that SLICE can still get in: a new connection, logged in, running a command.
+    /// Proves that SLICE can still get in: a new connection, logged in, running a command,
+    /// tried again until `within` has passed (a reloading sshd closes its socket for a moment).
     /// Local targets are always reachable.
-    fn confirm_access(&self) -> io::Result<()> {
+    fn confirm_access(&self, _within: Duration) -> io::Result<()> {
         Ok(())
     }
 

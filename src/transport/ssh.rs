@@ -509,16 +509,32 @@ impl Transport for Ssh {
         true
     }
 
-    fn confirm_access(&self) -> io::Result<()> {
-        let fresh = Ssh::connect(&self.target, &self.opts).map_err(io::Error::other)?;
-        let out = fresh.exec("true", b"")?;
-        if out.success() {
-            Ok(())
-        } else {
-            Err(io::Error::other(format!(
-                "logged in, but a command failed: {}",
-                out.message()
-            )))
+    fn confirm_access(&self, within: Duration) -> io::Result<()> {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let opts = Options {
+                connect_timeout: self
+                    .opts
+                    .connect_timeout
+                    .min(left.max(Duration::from_secs(1))),
+                ..self.opts.clone()
+            };
+            let attempt = Ssh::connect(&self.target, &opts)
+                .map_err(io::Error::other)
+                .and_then(|fresh| fresh.exec("true", b""));
+            let err = match attempt {
+                Ok(out) if out.success() => return Ok(()),
+                Ok(out) => io::Error::other(format!(
+                    "logged in, but a command failed: {}",
+                    out.message()
+                )),
+                Err(e) => e,
+            };
+            if Instant::now() + Duration::from_millis(300) >= deadline {
+                return Err(err);
+            }
+            std::thread::sleep(Duration::from_millis(300));
         }
     }
 
