@@ -37,8 +37,7 @@ pub struct Meta {
     pub group: Option<String>,
 }
 
-const PASSWD: &str = "/etc/passwd";
-const GROUP: &str = "/etc/group";
+use user::{GROUP, PASSWD};
 
 impl Meta {
     pub fn from_params(p: &Params) -> Result<Meta> {
@@ -213,15 +212,11 @@ impl Accounts {
     }
 }
 
+/// (name, id) of each account: the third field is the uid in passwd and the gid in group.
 fn parse_db(data: Option<&[u8]>) -> Vec<(String, u32)> {
-    let text = String::from_utf8_lossy(data.unwrap_or_default());
-    text.lines()
-        .filter_map(|l| {
-            let mut f = l.split(':');
-            let name = f.next()?;
-            let id = f.nth(1)?.parse().ok()?;
-            Some((name.to_string(), id))
-        })
+    user::records(data)
+        .into_iter()
+        .filter_map(|f| Some((f.first()?.clone(), f.get(2)?.parse().ok()?)))
         .collect()
 }
 

@@ -44,7 +44,7 @@ pub(crate) struct GroupEntry {
 
 /// Colon-separated fields of the lines of an account file. NIS lines (`+`, `-`), comments and
 /// lines without a name are skipped; nothing here panics on any input.
-fn records(data: Option<&[u8]>) -> Vec<Vec<String>> {
+pub(crate) fn records(data: Option<&[u8]>) -> Vec<Vec<String>> {
     String::from_utf8_lossy(data.unwrap_or_default())
         .lines()
         .filter(|l| !l.is_empty() && !l.starts_with(['#', '+', '-']))
